@@ -1,0 +1,15 @@
+# The two entry points of the README. Both set everything up first (scripts/setup.sh).
+.PHONY: demo test lint setup
+
+setup:
+	bash scripts/setup.sh
+
+demo: setup
+	bash scripts/demo.sh
+
+test: setup
+	bash scripts/test.sh
+
+lint: setup
+	.venv/bin/ruff check src tests
+	.venv/bin/mypy

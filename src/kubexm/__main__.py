@@ -1,0 +1,3 @@
+from kubexm.cli.main import main
+
+main()

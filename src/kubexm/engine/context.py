@@ -1,0 +1,159 @@
+"""What a step sees: its host (commands, files, facts) and the run around it."""
+
+from __future__ import annotations
+
+import hashlib
+import shlex
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kubexm.engine.events import Event, EventBus
+from kubexm.engine.selectors import DEPLOY
+from kubexm.errors import CommandFailed
+from kubexm.hosts.base import CommandResult, ConnectOptions
+from kubexm.hosts.facts import FACTS_SCRIPT, Facts, parse_facts
+from kubexm.hosts.pool import ConnectionPool
+from kubexm.spec.models import Cluster, Host
+
+
+@dataclass
+class RunOptions:
+    dry_run: bool = False
+    offline: bool = False  # with dry_run: plan without connecting to any host
+    tags: set[str] = field(default_factory=set)
+    skip_tags: set[str] = field(default_factory=set)
+    nodes: list[str] | None = None  # patterns from --nodes; None: every host
+    parallel: int = 50  # hosts worked on at once when a task sets no limit
+    retries: int = 3  # reconnect attempts after a transport fault
+    retry_backoff: float = 0.5  # seconds, doubled each attempt
+    skip_preflight: bool = False
+    force: bool = False
+    connect: ConnectOptions = field(default_factory=ConnectOptions)
+    extra: dict[str, Any] = field(default_factory=dict)  # command-specific inputs (e.g. the command of `run command`)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class HostContext:
+    """One host within one run. Facts and the connection are shared by every step on it."""
+
+    def __init__(self, run: RunContext, name: str) -> None:
+        self.run_ctx = run
+        self.name = name
+        self.spec: Host | None = None if name == DEPLOY else run.cluster.host(name)
+        self.vars: dict[str, Any] = {}  # scratch space steps of one run share on this host
+
+    @property
+    def cluster(self) -> Cluster:
+        return self.run_ctx.cluster
+
+    @property
+    def roles(self) -> list[str]:
+        return [] if self.spec is None else self.cluster.roles_of(self.name)
+
+    @property
+    def address(self) -> str:
+        return "127.0.0.1" if self.spec is None else self.spec.internal_ip
+
+    async def run(
+        self,
+        command: str,
+        *,
+        sudo: bool = True,
+        check: bool = True,
+        stdin: bytes | str | None = None,
+        timeout: float | None = None,
+        display: str | None = None,
+    ) -> CommandResult:
+        """Run a command; raise CommandFailed on a non-zero exit when ``check``.
+
+        ``display`` replaces the command in errors and events when the command line
+        itself holds something that must not be shown.
+        """
+        conn = await self.run_ctx.pool.get(self.name)
+        result = await conn.run(command, sudo=sudo, stdin=stdin,
+                                timeout=timeout or self.run_ctx.options.connect.command_timeout)
+        if check and not result.ok:
+            raise CommandFailed(self.name, display or command, result.exit_status, result.stderr, result.stdout)
+        return result
+
+    async def facts(self) -> Facts:
+        cached = self.run_ctx.facts.get(self.name)
+        if cached is None:
+            result = await self.run(FACTS_SCRIPT, sudo=False, display="gather facts")
+            cached = parse_facts(result.stdout)
+            self.run_ctx.facts[self.name] = cached
+        return cached
+
+    async def sha256(self, path: str) -> str | None:
+        res = await self.run(f"sha256sum {shlex.quote(path)} 2>/dev/null", check=False)
+        return res.stdout.split()[0] if res.ok and res.stdout.strip() else None
+
+    async def exists(self, path: str) -> bool:
+        return (await self.run(f"test -e {shlex.quote(path)}", check=False)).ok
+
+    async def read_text(self, path: str) -> str | None:
+        res = await self.run(f"cat {shlex.quote(path)}", check=False)
+        return res.stdout if res.ok else None
+
+    async def upload(self, source: Path | bytes, remote: str, *, mode: int = 0o644) -> bool:
+        """Copy a file to the host unless the host already has identical content.
+
+        Returns True when it sent the file. The mode is enforced even when the content matched.
+        """
+        want = hashlib.sha256(source).hexdigest() if isinstance(source, bytes) else sha256_file(source)
+        if await self.sha256(remote) == want:
+            await self.run(f"chmod {mode:o} {shlex.quote(remote)}")
+            return False
+        conn = await self.run_ctx.pool.get(self.name)
+        await conn.put(source, remote, mode=mode)
+        got = await self.sha256(remote)
+        if got != want:
+            raise CommandFailed(self.name, f"upload {remote}", 1,
+                                f"checksum mismatch after upload: expected {want}, found {got}")
+        return True
+
+    async def download(self, remote: str, local: Path) -> None:
+        conn = await self.run_ctx.pool.get(self.name)
+        await conn.get(remote, local)
+
+    def emit(self, kind: Any, **fields: Any) -> None:
+        self.run_ctx.emit(Event(kind=kind, host=self.name, **fields))
+
+
+class RunContext:
+    """Everything one invocation shares: the cluster, options, connections, facts, events."""
+
+    def __init__(self, cluster: Cluster, options: RunOptions | None = None, *,
+                 bus: EventBus | None = None, pool: ConnectionPool | None = None,
+                 command: str = "") -> None:
+        self.cluster = cluster
+        self.options = options or RunOptions()
+        self.bus = bus or EventBus()
+        self.pool = pool or ConnectionPool(cluster, self.options.connect)
+        self.run_id = uuid.uuid4().hex[:12]
+        self.command = command
+        self.facts: dict[str, Facts] = {}
+        self.shared: dict[str, Any] = {}  # results tasks pass on (e.g. preflight findings)
+        self._hosts: dict[str, HostContext] = {}
+
+    def host(self, name: str) -> HostContext:
+        ctx = self._hosts.get(name)
+        if ctx is None:
+            ctx = self._hosts[name] = HostContext(self, name)
+        return ctx
+
+    def emit(self, event: Event) -> None:
+        event.run_id = self.run_id
+        self.bus.emit(event)
+
+    async def close(self) -> None:
+        await self.pool.close_all()

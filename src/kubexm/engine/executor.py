@@ -1,0 +1,259 @@
+"""Runs tasks over hosts on asyncio: tasks are barriers, hosts walk their steps independently."""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from kubexm.engine.context import HostContext, RunContext
+from kubexm.engine.events import Event, StepStatus
+from kubexm.engine.selectors import DEPLOY
+from kubexm.engine.step import Step
+from kubexm.engine.task import Module, Pipeline, Task
+from kubexm.errors import (
+    CommandFailed,
+    ConnectionFault,
+    KubexmError,
+    NotApplicable,
+    StepFailed,
+    UsageError,
+    stderr_tail,
+)
+from kubexm.spec.models import Cluster
+
+
+@dataclass
+class StepRecord:
+    module: str | None
+    task: str
+    host: str
+    step: str
+    description: str
+    status: StepStatus
+    message: str = ""
+    duration: float = 0.0
+    command: str | None = None
+    exit_status: int | None = None
+    stderr: str | None = None
+
+
+@dataclass
+class RunReport:
+    run_id: str
+    records: list[StepRecord] = field(default_factory=list)
+    stopped_at: str | None = None  # the task where the run stopped after a failure
+    tasks_run: list[str] = field(default_factory=list)
+
+    @property
+    def failures(self) -> list[StepRecord]:
+        return [r for r in self.records if r.status == "failed"]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def count(self, status: str) -> int:
+        return sum(1 for r in self.records if r.status == status)
+
+    def summary(self) -> str:
+        parts = [f"{self.count(s)} {s}" for s in
+                 ("changed", "ok", "would-change", "planned", "not-applicable", "failed", "skipped")
+                 if self.count(s)]
+        return ", ".join(parts) or "nothing to do"
+
+
+def match_hosts(cluster: Cluster, patterns: Sequence[str]) -> list[str]:
+    """Host names matching any pattern: a glob on the host name, or a role name (``etcd``,
+    ``control-plane``, also ``role:etcd``). Patterns may be comma-separated."""
+    wanted: list[str] = []
+    flat = [p.strip() for pat in patterns for p in pat.split(",") if p.strip()]
+    for pat in flat:
+        role_name = pat.removeprefix("role:")
+        hits = [h.name for h in cluster.hosts_with_role(role_name)] if role_name in _ROLES else []
+        if not pat.startswith("role:"):
+            hits += [h.name for h in cluster.spec.hosts
+                     if fnmatch.fnmatchcase(h.name, pat) or h.address == pat or h.internal_address == pat]
+        if not hits:
+            raise UsageError(f"--nodes {pat!r} matches no host of cluster {cluster.name}",
+                             "use host names, globs like 'node*', addresses, or role names")
+        wanted += [h for h in hits if h not in wanted]
+    return wanted
+
+
+_ROLES = ("etcd", "control-plane", "worker", "loadbalancer", "registry")
+
+
+class Executor:
+    def __init__(self, run: RunContext) -> None:
+        self.run = run
+        self.report = RunReport(run.run_id)
+        nodes = run.options.nodes
+        self._allowed: set[str] | None = set(match_hosts(run.cluster, nodes)) if nodes else None
+
+    # -- public --------------------------------------------------------------------------
+    async def run_pipeline(self, pipeline: Pipeline) -> RunReport:
+        opts = self.run.options
+        return await self.run_tasks(pipeline.plan(self.run.cluster, opts.tags, opts.skip_tags), pipeline.name)
+
+    async def run_tasks(self, items: Sequence[tuple[Module | None, Task]], name: str = "") -> RunReport:
+        run = self.run
+        run.emit(Event("run.start", message=name, data={
+            "tasks": [t.name for _, t in items], "dry_run": run.options.dry_run,
+            "offline": run.options.offline, "cluster": run.cluster.name}))
+        current: Module | None = None
+        try:
+            for module, task in items:
+                if module is not current:
+                    if current is not None:
+                        run.emit(Event("module.end", module=current.name))
+                    current = module
+                    if module is not None:
+                        run.emit(Event("module.start", module=module.name, message=module.description))
+                ok = await self._run_task(module, task)
+                self.report.tasks_run.append(task.name)
+                if not ok:
+                    self.report.stopped_at = task.name
+                    break
+            if current is not None:
+                run.emit(Event("module.end", module=current.name))
+        finally:
+            await run.close()
+        run.emit(Event("run.end", status="ok" if self.report.ok else "failed",
+                       message=self.report.summary(), data={"stopped_at": self.report.stopped_at}))
+        return self.report
+
+    # -- internals -----------------------------------------------------------------------
+    def targets(self, task: Task) -> list[str]:
+        names = task.hosts(self.run.cluster)
+        if self._allowed is None:
+            return names
+        return [n for n in names if n == DEPLOY or n in self._allowed]
+
+    async def _run_task(self, module: Module | None, task: Task) -> bool:
+        run, mname = self.run, module.name if module else None
+        hosts = self.targets(task)
+        run.emit(Event("task.start", module=mname, task=task.name, message=task.description,
+                       data={"hosts": hosts, "strategy": str(task.strategy)}))
+        stop = asyncio.Event()
+        failed_hosts: list[str] = []
+        limit = task.strategy.limit or run.options.parallel
+        sem = asyncio.Semaphore(max(1, limit))
+
+        async def walk(name: str) -> None:
+            async with sem:
+                if stop.is_set():
+                    self._record(mname, task, name, "(not started)", "(not started)", "skipped",
+                                 f"not started: stopping after a failure on {', '.join(failed_hosts)}")
+                    return
+                ok = await self._walk_host(mname, task, run.host(name), stop)
+                if not ok:
+                    failed_hosts.append(name)
+                    if task.on_failure == "stop":
+                        stop.set()
+
+        if task.strategy.kind == "rolling":
+            size = task.strategy.batch
+            for i in range(0, len(hosts), size):
+                await asyncio.gather(*(walk(h) for h in hosts[i:i + size]))
+                if failed_hosts:
+                    stop.set()  # never roll on to the next batch after a failure
+        else:
+            await asyncio.gather(*(walk(h) for h in hosts))
+
+        if not failed_hosts and hosts:
+            then = task.then_steps(run)
+            if then:
+                where = (task.then_on(run.cluster) if task.then_on else hosts)[:1] or hosts[:1]
+                host = run.host(where[0])
+                for step in then:
+                    rec = await self._step(mname, task, host, step)
+                    if rec.status == "failed":
+                        failed_hosts.append(host.name)
+                        break
+        run.emit(Event("task.end", module=mname, task=task.name,
+                       status="failed" if failed_hosts else "ok", data={"failed_hosts": failed_hosts}))
+        return not failed_hosts
+
+    async def _walk_host(self, mname: str | None, task: Task, host: HostContext, stop: asyncio.Event) -> bool:
+        try:
+            steps = task.steps_for(host)
+        except KubexmError as exc:
+            self._record(mname, task, host.name, "(prepare)", "prepare steps", "failed", exc.message)
+            return False
+        for index, step in enumerate(steps):
+            if stop.is_set() and task.on_failure == "stop":
+                for later in steps[index:]:
+                    self._record(mname, task, host.name, later.name, later.describe(), "skipped",
+                                 "not started: the run is stopping after a failure elsewhere")
+                return True
+            rec = await self._step(mname, task, host, step)
+            if rec.status == "failed":
+                return False
+        return True
+
+    async def _step(self, mname: str | None, task: Task, host: HostContext, step: Step) -> StepRecord:
+        run, opts = self.run, self.run.options
+        desc = step.describe()
+        run.emit(Event("step.start", module=mname, task=task.name, host=host.name, step=step.name, message=desc))
+        start = time.monotonic()
+        status: StepStatus
+        message, command, exit_status, stderr = "", None, None, None
+        attempt = 0
+        while True:
+            try:
+                if opts.offline:
+                    status = "planned"
+                    break
+                try:
+                    done = await step.check(host)
+                except (CommandFailed, StepFailed) as exc:
+                    # An unreadable state means "not as wanted": let run() decide, and say why in a plan.
+                    done, message = False, f"check: {exc}"
+                if done:
+                    status, message = "ok", ""
+                elif opts.dry_run and step.mutates:
+                    status = "would-change"
+                else:
+                    await step.run(host)
+                    status, message = ("changed" if step.mutates else "ok"), ""
+                break
+            except NotApplicable as na:
+                status, message = "not-applicable", na.reason
+                break
+            except ConnectionFault as exc:
+                attempt += 1
+                if attempt > opts.retries:
+                    status, message = "failed", f"{exc.message} (gave up after {opts.retries} retries)"
+                    break
+                delay = opts.retry_backoff * 2 ** (attempt - 1)
+                run.emit(Event("host.retry", task=task.name, host=host.name, step=step.name,
+                               message=f"{exc.message}; retry {attempt}/{opts.retries} in {delay:.1f}s"))
+                await run.pool.reset(host.name)
+                await asyncio.sleep(delay)
+            except CommandFailed as exc:
+                status, message = "failed", exc.message
+                command, exit_status, stderr = exc.command, exc.exit_status, stderr_tail(exc.stderr or exc.stdout)
+                break
+            except KubexmError as exc:
+                status, message = "failed", str(exc)
+                break
+            except Exception as exc:  # a bug in a step must still end as a report, not a traceback
+                status, message = "failed", f"internal error in step {step.name}: {type(exc).__name__}: {exc}"
+                break
+        return self._record(mname, task, host.name, step.name, desc, status, message,
+                            time.monotonic() - start, command, exit_status, stderr)
+
+    def _record(self, mname: str | None, task: Task, host: str, step: str, desc: str, status: StepStatus,
+                message: str = "", duration: float = 0.0, command: str | None = None,
+                exit_status: int | None = None, stderr: str | None = None) -> StepRecord:
+        rec = StepRecord(mname, task.name, host, step, desc, status, message, duration, command,
+                         exit_status, stderr)
+        self.report.records.append(rec)
+        self.run.emit(Event("step.end", module=mname, task=task.name, host=host, step=step, status=status,
+                            message=message or desc, data={
+                                "description": desc, "duration": round(duration, 3), "command": command,
+                                "exit_status": exit_status, "stderr": stderr}))
+        return rec

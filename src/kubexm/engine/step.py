@@ -1,0 +1,36 @@
+"""The smallest unit of work: one idempotent action on one host."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, ClassVar
+
+if TYPE_CHECKING:
+    from kubexm.engine.context import HostContext
+
+
+class Step(ABC):
+    """``check()`` reads the host and says whether it is already as wanted; ``run()`` makes it so.
+
+    Subclasses are usually frozen dataclasses. ``mutates = False`` marks a step that only
+    reads (a preflight probe, a health wait): it runs during ``--dry-run`` too, because
+    its answer is part of the plan. A step that cannot act on a host raises
+    ``NotApplicable(reason)`` from ``check`` or ``run``.
+    """
+
+    mutates: ClassVar[bool] = True
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__
+
+    def describe(self) -> str:
+        return self.name
+
+    async def check(self, host: HostContext) -> bool:
+        """True when nothing needs doing. Must not change the host. The default always runs."""
+        return False
+
+    @abstractmethod
+    async def run(self, host: HostContext) -> None:
+        """Bring the host to the wanted state; raise CommandFailed/StepFailed when impossible."""

@@ -1,0 +1,90 @@
+"""The contract every connection implements, and the sudo wrapping they share.
+
+A connection runs shell command strings and moves files; it knows nothing of steps.
+Checksum-skipping uploads and facts are built on top of it (``engine.context``), so a
+new transport only has to implement the five methods below.
+"""
+
+from __future__ import annotations
+
+import shlex
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    command: str
+    exit_status: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_status == 0
+
+
+@dataclass(frozen=True)
+class ConnectOptions:
+    """Settings of one run that every connection of that run shares."""
+
+    known_hosts: Path | None = None
+    accept_new_host_keys: bool = True  # trust on first use; a *changed* key is always an error
+    replace_host_keys: frozenset[str] = field(default_factory=frozenset)  # hosts whose new key the user accepted
+    connect_timeout: float = 15.0
+    command_timeout: float | None = None
+
+
+def sudo_wrap(command: str, *, password_needed: bool) -> tuple[str, bool]:
+    """Return the command line that runs ``command`` as root through sudo.
+
+    When a password is needed it is fed on stdin (``-S``) as the first line, never in
+    argv; ``-k`` forces sudo to always read it so a cached credential cannot make the
+    password line leak into the command's own stdin. ``-p ''`` silences the prompt.
+    Returns (line, whether the caller must prepend the password line to stdin).
+    """
+    inner = f"sh -c {shlex.quote(command)}"
+    if password_needed:
+        return f"sudo -S -k -p '' -- {inner}", True
+    return f"sudo -n -- {inner}", False
+
+
+class Connection(ABC):
+    """One open channel to one host, reused for every command of a run."""
+
+    name: str
+    user: str = "root"
+
+    @property
+    def is_root(self) -> bool:
+        return self.user == "root"
+
+    @abstractmethod
+    async def open(self) -> None:
+        """Connect (idempotent). Raises ConnectionFault, AuthenticationError or HostKeyError."""
+
+    @abstractmethod
+    async def run(
+        self,
+        command: str,
+        *,
+        sudo: bool = True,
+        stdin: bytes | str | None = None,
+        timeout: float | None = None,
+    ) -> CommandResult:
+        """Run a shell command; as root when ``sudo`` (a no-op for root). Never raises on a non-zero
+        exit; raises ConnectionFault when the transport fails."""
+
+    @abstractmethod
+    async def put(self, source: Path | bytes, remote: str, *, mode: int = 0o644) -> None:
+        """Write ``source`` (a local file or bytes) to ``remote`` atomically, as root, with ``mode``.
+        Parent directories are created."""
+
+    @abstractmethod
+    async def get(self, remote: str, local: Path) -> None:
+        """Copy a remote file (read as root) to a local path."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Close the connection (idempotent)."""

@@ -1,0 +1,8 @@
+"""Pipelines: the ordered modules behind each user intent. ``ALL`` is what the registry loads."""
+
+from __future__ import annotations
+
+from kubexm.pipelines.cluster import CREATE_CLUSTER
+from kubexm.pipelines.adhoc import RUN_COMMAND
+
+ALL = [CREATE_CLUSTER, RUN_COMMAND]

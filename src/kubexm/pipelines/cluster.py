@@ -1,0 +1,11 @@
+"""Cluster lifecycle pipelines. ``create cluster`` grows as modules land (etcd, runtime, kubernetes, ...)."""
+
+from __future__ import annotations
+
+from kubexm.engine import Pipeline
+from kubexm.modules.preflight import PreflightModule
+
+CREATE_CLUSTER = Pipeline(
+    "CreateClusterPipeline", modules=[PreflightModule],
+    description="create a cluster: preflight, then every component module the spec enables",
+)

@@ -1,0 +1,274 @@
+"""Pydantic models of the cluster file (``apiVersion: kubexm.io/v1alpha1``, ``kind: Cluster``).
+
+Field names are snake_case in Python and camelCase in YAML (KubeKey users know the
+camelCase spelling). Unknown keys are rejected so that a typo is an error naming the
+key, not a silently ignored setting. Cross-field rules live in ``spec.validate``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic.alias_generators import to_camel
+
+API_VERSION = "kubexm.io/v1alpha1"
+KIND = "Cluster"
+
+# Kubernetes minor versions kubexm knows how to deploy (kubeadm API v1beta3 up to 1.30, v1beta4 from 1.31).
+SUPPORTED_K8S_MINORS = tuple(range(22, 35))
+DEFAULT_K8S_VERSION = "v1.32.4"
+DEFAULT_ETCD_VERSION = "v3.5.21"
+
+ROLE_NAMES = ("etcd", "control-plane", "worker", "loadbalancer", "registry")
+
+
+class SpecModel(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", validate_assignment=False
+    )
+
+
+def _check_ip(value: str) -> str:
+    ipaddress.ip_address(value)
+    return value
+
+
+class Host(SpecModel):
+    """A machine kubexm reaches over SSH (or the deploy machine itself with ``connection: local``)."""
+
+    name: Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", max_length=63)]
+    address: str
+    internal_address: str | None = None
+    port: Annotated[int, Field(ge=1, le=65535)] = 22
+    user: str = "root"
+    password: SecretStr | None = None
+    private_key_path: str | None = None
+    private_key_passphrase: SecretStr | None = None
+    sudo_password: SecretStr | None = None
+    connection: Literal["ssh", "local"] = "ssh"
+    bastion: str | None = Field(default=None, description="name of a host in `bastions` to jump through")
+    arch: Literal["amd64", "arm64"] | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+
+    @property
+    def internal_ip(self) -> str:
+        return self.internal_address or self.address
+
+
+class Bastion(SpecModel):
+    name: str
+    address: str
+    port: Annotated[int, Field(ge=1, le=65535)] = 22
+    user: str = "root"
+    password: SecretStr | None = None
+    private_key_path: str | None = None
+
+
+class RoleGroups(SpecModel):
+    etcd: list[str] = Field(default_factory=list)
+    control_plane: list[str] = Field(default_factory=list, alias="control-plane")
+    worker: list[str] = Field(default_factory=list)
+    loadbalancer: list[str] = Field(default_factory=list)
+    registry: list[str] = Field(default_factory=list)
+
+    def members(self, role: str) -> list[str]:
+        return list(getattr(self, role.replace("-", "_")))
+
+    def roles_of(self, host: str) -> list[str]:
+        return [role for role in ROLE_NAMES if host in self.members(role)]
+
+
+class ControlPlaneEndpoint(SpecModel):
+    domain: str = "lb.kubexm.local"
+    address: str | None = None
+    port: Annotated[int, Field(ge=1, le=65535)] = 6443
+    load_balancer: Literal["none", "haproxy-keepalived", "kube-vip", "internal", "external"] = "none"
+    interface: str | None = None
+
+    _ip = field_validator("address")(lambda v: v if v is None else _check_ip(v))
+
+
+class Kubernetes(SpecModel):
+    version: str = DEFAULT_K8S_VERSION
+    cluster_name: str = "cluster.local"
+    deploy_mode: Literal["kubeadm", "binary"] = "kubeadm"
+    pod_cidr: str = "10.233.64.0/18"
+    service_cidr: str = "10.233.0.0/18"
+    dns_domain: str = "cluster.local"
+    proxy_mode: Literal["iptables", "ipvs", "nftables"] = "ipvs"
+    cgroup_driver: Literal["systemd", "cgroupfs"] = "systemd"
+    max_pods: Annotated[int, Field(ge=10, le=1000)] = 110
+    api_server_cert_sans: list[str] = Field(default_factory=list, alias="apiServerCertSANs")
+    api_server_extra_args: dict[str, str] = Field(default_factory=dict)
+    controller_manager_extra_args: dict[str, str] = Field(default_factory=dict)
+    scheduler_extra_args: dict[str, str] = Field(default_factory=dict)
+    kubelet_extra_args: dict[str, str] = Field(default_factory=dict)
+    feature_gates: dict[str, bool] = Field(default_factory=dict)
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, value: str) -> str:
+        parts = value.lstrip("v").split(".")
+        if len(parts) != 3 or not all(p.isdigit() for p in parts):
+            raise ValueError(f"'{value}' is not a version like v1.32.4")
+        return "v" + value.lstrip("v")
+
+    @field_validator("pod_cidr", "service_cidr")
+    @classmethod
+    def _cidr(cls, value: str) -> str:
+        try:
+            ipaddress.ip_network(value, strict=True)
+        except ValueError as exc:
+            raise ValueError(f"'{value}' is not a network in CIDR form ({exc})") from None
+        return value
+
+    @property
+    def minor(self) -> int:
+        return int(self.version.lstrip("v").split(".")[1])
+
+
+class EtcdBackup(SpecModel):
+    directory: str = "/var/backups/kubexm/etcd"
+    keep: Annotated[int, Field(ge=1)] = 7
+    max_age_days: Annotated[int, Field(ge=1)] = 30
+    schedule: str | None = None
+
+
+class Etcd(SpecModel):
+    type: Literal["kubexm", "kubeadm", "external"] = "kubexm"
+    version: str = DEFAULT_ETCD_VERSION
+    data_dir: str = "/var/lib/etcd"
+    endpoints: list[str] = Field(default_factory=list, description="for type external")
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    backup: EtcdBackup = Field(default_factory=EtcdBackup)
+    extra_args: dict[str, str] = Field(default_factory=dict)
+
+
+class RegistryMirror(SpecModel):
+    registry: str = Field(description="the upstream registry, e.g. docker.io")
+    endpoints: list[str]
+
+
+class ContainerRuntime(SpecModel):
+    type: Literal["containerd", "docker", "crio"] = "containerd"
+    version: str | None = None
+    sandbox_image: str | None = None
+    registry_mirrors: list[RegistryMirror] = Field(default_factory=list)
+    insecure_registries: list[str] = Field(default_factory=list)
+    data_root: str | None = None
+
+
+class Calico(SpecModel):
+    mode: Literal["ipip", "vxlan", "none"] = "ipip"
+    mtu: Annotated[int, Field(ge=576, le=9000)] | None = None
+    version: str | None = None
+
+
+class Flannel(SpecModel):
+    backend: Literal["vxlan", "host-gw"] = "vxlan"
+    version: str | None = None
+
+
+class Cilium(SpecModel):
+    version: str | None = None
+    kube_proxy_replacement: bool = False
+
+
+class Network(SpecModel):
+    plugin: Literal["calico", "flannel", "cilium", "none"] = "calico"
+    interface: str | None = None
+    calico: Calico = Field(default_factory=Calico)
+    flannel: Flannel = Field(default_factory=Flannel)
+    cilium: Cilium = Field(default_factory=Cilium)
+
+
+class RegistryAuth(SpecModel):
+    registry: str
+    username: str
+    password: SecretStr
+    insecure: bool = False
+    ca_file: str | None = None
+
+
+class Registry(SpecModel):
+    private_registry: str | None = None
+    namespace_override: str | None = None
+    auths: list[RegistryAuth] = Field(default_factory=list)
+    type: Literal["none", "docker-registry"] = "none"
+
+
+class Addon(SpecModel):
+    name: str
+    enabled: bool = True
+    namespace: str = "default"
+    chart: str | None = None
+    repo: str | None = None
+    version: str | None = None
+    values: dict[str, object] = Field(default_factory=dict)
+    manifests: list[str] = Field(default_factory=list)
+
+
+class System(SpecModel):
+    ntp_servers: list[str] = Field(default_factory=list)
+    timezone: str | None = None
+    sysctl: dict[str, str] = Field(default_factory=dict)
+    packages: list[str] = Field(default_factory=list)
+    firewall: Literal["disable", "open-ports", "keep"] = "disable"
+
+
+class Preflight(SpecModel):
+    """Thresholds of PreflightChecks; defaults follow kubeadm's own minimums."""
+
+    min_cpu_control_plane: int = 2
+    min_cpu_worker: int = 1
+    min_memory_mb_control_plane: int = 1700
+    min_memory_mb_worker: int = 1000
+    max_clock_skew_seconds: float = 5.0
+
+
+class ClusterSpec(SpecModel):
+    hosts: list[Host]
+    bastions: list[Bastion] = Field(default_factory=list)
+    role_groups: RoleGroups = Field(default_factory=RoleGroups)
+    control_plane_endpoint: ControlPlaneEndpoint = Field(default_factory=ControlPlaneEndpoint)
+    kubernetes: Kubernetes = Field(default_factory=Kubernetes)
+    etcd: Etcd = Field(default_factory=Etcd)
+    container_runtime: ContainerRuntime = Field(default_factory=ContainerRuntime)
+    network: Network = Field(default_factory=Network)
+    registry: Registry = Field(default_factory=Registry)
+    addons: list[Addon] = Field(default_factory=list)
+    system: System = Field(default_factory=System)
+    preflight: Preflight = Field(default_factory=Preflight)
+
+
+class Metadata(SpecModel):
+    name: Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)]
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
+class Cluster(SpecModel):
+    api_version: Literal["kubexm.io/v1alpha1"]
+    kind: Literal["Cluster"]
+    metadata: Metadata
+    spec: ClusterSpec
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+    def host(self, name: str) -> Host:
+        for host in self.spec.hosts:
+            if host.name == name:
+                return host
+        raise KeyError(name)
+
+    def roles_of(self, host: str) -> list[str]:
+        return self.spec.role_groups.roles_of(host)
+
+    def hosts_with_role(self, role: str) -> list[Host]:
+        wanted = set(self.spec.role_groups.members(role))
+        return [h for h in self.spec.hosts if h.name in wanted]

@@ -1,0 +1,1 @@
+"""Steps by domain: ``common`` (commands, files, units), ``preflight``, and later etcd, os, ..."""

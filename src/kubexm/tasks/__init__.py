@@ -1,0 +1,1 @@
+"""Tasks by domain: named, reusable lists of steps with their target hosts and strategy."""

@@ -1,0 +1,19 @@
+"""Jinja2 templates of every file kubexm writes on a host."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from jinja2 import Environment, PackageLoader, StrictUndefined
+
+
+@lru_cache(maxsize=1)
+def environment() -> Environment:
+    # StrictUndefined: a missing value is an error at render time, never an empty string in a config.
+    return Environment(loader=PackageLoader("kubexm", "templates"), undefined=StrictUndefined,
+                       keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
+
+
+def render(name: str, **values: Any) -> str:
+    return environment().get_template(name).render(**values)
