@@ -71,7 +71,7 @@ class StepFailed(KubexmError):
     """A step decided by itself that the host cannot be brought to the wanted state."""
 
 
-class NotApplicable(Exception):  # noqa: N818 - a signal, not an error
+class NotApplicable(Exception):
     """Raised by a step that cannot act on this host (e.g. a container cannot load kernel modules)."""
 
     def __init__(self, reason: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 
 from kubexm.engine.selectors import DEPLOY
@@ -54,10 +55,8 @@ class ConnectionPool:
         """Drop a broken connection so the next ``get`` reconnects."""
         conn = self._conns.pop(name, None)
         if conn is not None:
-            try:
+            with contextlib.suppress(Exception):  # it is already broken; closing is best effort
                 await conn.close()
-            except Exception:  # it is already broken; closing is best effort
-                pass
 
     async def close_all(self) -> None:
         conns, self._conns = list(self._conns.values()), {}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kubexm.pipelines.cluster import CREATE_CLUSTER
 from kubexm.pipelines.adhoc import RUN_COMMAND
+from kubexm.pipelines.cluster import CREATE_CLUSTER
 
 ALL = [CREATE_CLUSTER, RUN_COMMAND]

@@ -1,0 +1,58 @@
+"""kubexm's own known-hosts file: trust on first use, then pin.
+
+Kept apart from ~/.ssh/known_hosts so kubexm never edits the user's file and a lab that
+is rebuilt on the same addresses can be re-trusted with one flag. One line per endpoint:
+``NAME [ADDRESS]:PORT KEYTYPE BASE64``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class KnownKey:
+    name: str
+    endpoint: str  # "[addr]:port"
+    key: str  # "ssh-ed25519 AAAA..."
+
+
+def endpoint(address: str, port: int) -> str:
+    return f"[{address}]:{port}"
+
+
+class KnownHosts:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def _read(self) -> list[KnownKey]:
+        try:
+            lines = self.path.read_text().splitlines()
+        except FileNotFoundError:
+            return []
+        out = []
+        for line in lines:
+            parts = line.split()
+            if len(parts) >= 4 and not line.startswith("#"):
+                out.append(KnownKey(parts[0], parts[1], f"{parts[2]} {parts[3]}"))
+        return out
+
+    def lookup(self, address: str, port: int) -> KnownKey | None:
+        ep = endpoint(address, port)
+        return next((k for k in self._read() if k.endpoint == ep), None)
+
+    def remember(self, name: str, address: str, port: int, key: str) -> None:
+        """Store (or replace) the key of an endpoint; concurrent runs serialise on a lock file."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        ep = endpoint(address, port)
+        with open(self.path.with_suffix(".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            kept = [k for k in self._read() if k.endpoint != ep]
+            kept.append(KnownKey(name, ep, key.strip()))
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            tmp.write_text("".join(f"{k.name} {k.endpoint} {k.key}\n" for k in kept))
+            os.chmod(tmp, 0o600)
+            os.replace(tmp, self.path)

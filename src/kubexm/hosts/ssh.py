@@ -1,0 +1,307 @@
+"""SSH connections with asyncssh: one persistent connection per host, commands on channels.
+
+Authentication follows what the cluster file gives (key, key + passphrase, password, else
+the ssh-agent and the user's default keys). Non-root users reach root through sudo with the
+password fed on stdin, never in argv. Host keys are pinned in kubexm's own known-hosts file.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import shlex
+import uuid
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+
+from kubexm import paths
+from kubexm.errors import AuthenticationError, ConnectionFault, HostKeyError, KubexmError
+from kubexm.hosts.base import CommandResult, Connection, ConnectOptions, sudo_wrap
+from kubexm.hosts.known_hosts import KnownHosts
+from kubexm.spec.models import Bastion, Host
+
+# Transport failures after the connection was made: the engine retries these.
+_TRANSPORT_ERRORS = (
+    OSError,
+    asyncssh.ConnectionLost,
+    asyncssh.DisconnectError,
+    asyncssh.ChannelOpenError,
+    asyncssh.SFTPConnectionLost,
+    EOFError,
+    BrokenPipeError,
+)
+
+
+class _PinningClient(asyncssh.SSHClient):
+    """Checks the server's key against kubexm's known-hosts file during the handshake."""
+
+    def __init__(self, name: str, address: str, port: int, options: ConnectOptions) -> None:
+        self.name, self.address, self.port, self.options = name, address, port, options
+        self.mismatch: str | None = None
+        self.store = KnownHosts(options.known_hosts or paths.known_hosts_file())
+
+    def validate_host_public_key(self, host: str, addr: str, port: int, key: asyncssh.SSHKey) -> bool:
+        offered = key.export_public_key("openssh").decode().split()[:2]
+        offered_text = " ".join(offered)
+        known = self.store.lookup(self.address, self.port)
+        if known is None:
+            if not self.options.accept_new_host_keys:
+                self.mismatch = "unknown"
+                return False
+            self.store.remember(self.name, self.address, self.port, offered_text)
+            return True
+        if known.key == offered_text:
+            return True
+        if self.name in self.options.replace_host_keys:
+            self.store.remember(self.name, self.address, self.port, offered_text)
+            return True
+        self.mismatch = key.get_fingerprint()
+        return False
+
+
+def _connect_kwargs(user: str, password: str | None, key_path: str | None, passphrase: str | None,
+                    name: str) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"username": user}
+    if key_path:
+        path = Path(key_path).expanduser()
+        try:
+            key = asyncssh.read_private_key(str(path), passphrase)
+        except FileNotFoundError:
+            raise AuthenticationError(f"{name}: private key {path} does not exist",
+                                      hint="fix privateKeyPath in the cluster file") from None
+        except (asyncssh.KeyImportError, asyncssh.KeyEncryptionError, ValueError) as exc:
+            reason = "it is encrypted; set privateKeyPassphrase" if "passphrase" in str(exc).lower() else str(exc)
+            if passphrase and "passphrase" in str(exc).lower():
+                reason = "the passphrase is wrong"
+            raise AuthenticationError(f"{name}: cannot use private key {path}: {reason}",
+                                      hint="check privateKeyPath and privateKeyPassphrase") from None
+        except PermissionError:
+            raise AuthenticationError(f"{name}: private key {path} is not readable",
+                                      hint="run kubexm as a user that can read the key") from None
+        kwargs["client_keys"] = [key]
+        kwargs["agent_path"] = None
+    if password:
+        kwargs["password"] = password
+        if not key_path:
+            kwargs["client_keys"] = None  # password only: do not offer the user's default keys first
+            kwargs["agent_path"] = None
+    return kwargs
+
+
+class SSHConnection(Connection):
+    def __init__(self, host: Host, options: ConnectOptions, bastion: Bastion | None = None) -> None:
+        self.name = host.name
+        self.host = host
+        self.user = host.user
+        self.options = options
+        self.bastion = bastion
+        self._conn: asyncssh.SSHClientConnection | None = None
+        self._tunnel: asyncssh.SSHClientConnection | None = None
+        self._sftp: asyncssh.SFTPClient | None = None
+        sudo = host.sudo_password or host.password
+        self._sudo_password = sudo.get_secret_value() if sudo else None
+
+    # -- connecting -----------------------------------------------------------------------
+    async def open(self) -> None:
+        if self._conn is not None:
+            return
+        tunnel = None
+        if self.bastion is not None:
+            b = self.bastion
+            pw = b.password.get_secret_value() if b.password else None
+            tunnel = await self._dial(b.name, b.address, b.port,
+                                      _connect_kwargs(b.user, pw, b.private_key_path, None, b.name), None)
+            self._tunnel = tunnel
+        h = self.host
+        kwargs = _connect_kwargs(
+            h.user,
+            h.password.get_secret_value() if h.password else None,
+            h.private_key_path,
+            h.private_key_passphrase.get_secret_value() if h.private_key_passphrase else None,
+            h.name,
+        )
+        try:
+            self._conn = await self._dial(h.name, h.address, h.port, kwargs, tunnel)
+        except BaseException:
+            if tunnel is not None:
+                tunnel.close()
+                self._tunnel = None
+            raise
+
+    async def _dial(self, name: str, address: str, port: int, kwargs: dict[str, Any],
+                    tunnel: asyncssh.SSHClientConnection | None) -> asyncssh.SSHClientConnection:
+        client = _PinningClient(name, address, port, self.options)
+        where = f"{address}:{port}" + (f" via bastion {self.bastion.name}" if tunnel and self.bastion else "")
+        try:
+            conn, _ = await asyncssh.create_connection(
+                lambda: client, address, port, tunnel=tunnel,
+                known_hosts=([], [], []),  # nothing pre-trusted: every key goes through the pinning client
+                connect_timeout=self.options.connect_timeout,
+                keepalive_interval=15, keepalive_count_max=3,
+                config=None, **kwargs,
+            )
+        except asyncssh.HostKeyNotVerifiable:
+            if client.mismatch == "unknown":
+                raise HostKeyError(f"{name} ({where}) is not in kubexm's known hosts",
+                                   hint=f"re-run with --accept-new-host-key {name}") from None
+            raise HostKeyError(
+                f"host key of {name} ({where}) changed: it now presents {client.mismatch}, "
+                "which is not the key remembered on first use",
+                hint=f"if the host was reinstalled, re-run with --accept-new-host-key {name}; "
+                     "otherwise treat it as a possible man-in-the-middle",
+            ) from None
+        except asyncssh.PermissionDenied:
+            raise AuthenticationError(
+                f"{name}: {kwargs['username']}@{where} rejected the credentials",
+                hint="check user, privateKeyPath/password in the cluster file and the host's authorized_keys",
+            ) from None
+        except (TimeoutError, asyncssh.misc.ConnectionLost, asyncssh.DisconnectError, OSError) as exc:
+            reason = _reason(exc)
+            raise ConnectionFault(f"{name}: cannot connect to {where}: {reason}",
+                                  hint="check that the host is up, sshd listens on that port and no firewall blocks it")\
+                from None
+        return conn
+
+    # -- commands -------------------------------------------------------------------------
+    async def run(self, command: str, *, sudo: bool = True, stdin: bytes | str | None = None,
+                  timeout: float | None = None) -> CommandResult:
+        res, out, err = await self._exec(command, sudo=sudo, stdin=stdin, timeout=timeout)
+        return CommandResult(command, res, out.decode(errors="replace"), err.decode(errors="replace"))
+
+    async def _exec(self, command: str, *, sudo: bool, stdin: bytes | str | None,
+                    timeout: float | None) -> tuple[int, bytes, bytes]:
+        await self.open()
+        assert self._conn is not None
+        data = stdin.encode() if isinstance(stdin, str) else stdin
+        line = command
+        if sudo and not self.is_root:
+            line, feed = sudo_wrap(command, password_needed=self._sudo_password is not None)
+            if feed and self._sudo_password is not None:
+                data = self._sudo_password.encode() + b"\n" + (data or b"")
+        try:
+            proc = await self._conn.run(line, input=data, check=False, encoding=None,
+                                        timeout=timeout or self.options.command_timeout)
+        except asyncssh.TimeoutError as exc:
+            return 124, _bytes(exc.stdout), _bytes(exc.stderr) + f"\ntimed out after {timeout}s".encode()
+        except _TRANSPORT_ERRORS as exc:
+            await self._drop()
+            raise ConnectionFault(f"{self.name}: connection lost while running a command: {_reason(exc)}",
+                                  hint="the engine retries; check the host if it persists") from None
+        status = proc.exit_status if proc.exit_status is not None else 255
+        err = _bytes(proc.stderr)
+        if sudo and not self.is_root and status != 0 and _sudo_refused(err):
+            raise AuthenticationError(
+                f"{self.name}: sudo refused user {self.user}: {err.decode(errors='replace').strip()[:200]}",
+                hint="set sudoPassword (or password) for this host, or allow the user passwordless sudo",
+            )
+        return status, _bytes(proc.stdout), err
+
+    # -- files ----------------------------------------------------------------------------
+    async def _sftp_client(self) -> asyncssh.SFTPClient:
+        await self.open()
+        assert self._conn is not None
+        if self._sftp is None:
+            try:
+                self._sftp = await self._conn.start_sftp_client()
+            except _TRANSPORT_ERRORS as exc:
+                await self._drop()
+                raise ConnectionFault(f"{self.name}: cannot start sftp: {_reason(exc)}") from None
+        return self._sftp
+
+    async def put(self, source: Path | bytes, remote: str, *, mode: int = 0o644) -> None:
+        parent = posixpath.dirname(remote) or "/"
+        staging_dir = parent if self.is_root else "/tmp"
+        staged = posixpath.join(staging_dir, f".kubexm-{uuid.uuid4().hex[:12]}")
+        try:
+            if self.is_root:
+                await self._checked(f"mkdir -p {shlex.quote(parent)}")
+            sftp = await self._sftp_client()
+            if isinstance(source, bytes):
+                async with sftp.open(staged, "wb") as fh:
+                    await fh.write(source)
+            else:
+                await sftp.put(str(source), staged)
+            if self.is_root:
+                await sftp.chmod(staged, mode)
+                await sftp.posix_rename(staged, remote)
+            else:
+                await self._checked(
+                    f"mkdir -p {shlex.quote(parent)} && install -m {mode:o} {shlex.quote(staged)} "
+                    f"{shlex.quote(remote)}.kubexm-new && mv -f {shlex.quote(remote)}.kubexm-new {shlex.quote(remote)}")
+        except _TRANSPORT_ERRORS as exc:
+            await self._drop()
+            raise ConnectionFault(f"{self.name}: upload to {remote} interrupted: {_reason(exc)}") from None
+        except asyncssh.SFTPError as exc:
+            raise KubexmError(f"{self.name}: cannot write {remote}: {exc.reason}") from None
+        finally:
+            if self._conn is not None and not self.is_root:
+                await self._exec(f"rm -f {shlex.quote(staged)}", sudo=False, stdin=None, timeout=30)
+
+    async def get(self, remote: str, local: Path) -> None:
+        local.parent.mkdir(parents=True, exist_ok=True)
+        if self.is_root:
+            sftp = await self._sftp_client()
+            try:
+                await sftp.get(remote, str(local))
+            except asyncssh.SFTPError as exc:
+                raise KubexmError(f"{self.name}: cannot read {remote}: {exc.reason}") from None
+            except _TRANSPORT_ERRORS as exc:
+                await self._drop()
+                raise ConnectionFault(f"{self.name}: download of {remote} interrupted: {_reason(exc)}") from None
+            return
+        status, out, err = await self._exec(f"cat {shlex.quote(remote)}", sudo=True, stdin=None, timeout=None)
+        if status != 0:
+            raise KubexmError(f"{self.name}: cannot read {remote}: {err.decode(errors='replace').strip()}")
+        tmp = local.with_name(local.name + ".part")
+        tmp.write_bytes(out)
+        os.replace(tmp, local)
+
+    async def _checked(self, command: str) -> None:
+        status, _, err = await self._exec(command, sudo=True, stdin=None, timeout=None)
+        if status != 0:
+            raise KubexmError(f"{self.name}: `{command}` exited {status}: {err.decode(errors='replace').strip()}")
+
+    # -- closing --------------------------------------------------------------------------
+    async def _drop(self) -> None:
+        """Forget a broken connection so the next call reconnects."""
+        conn, tunnel, self._conn, self._tunnel, self._sftp = self._conn, self._tunnel, None, None, None
+        for c in (conn, tunnel):
+            if c is not None:
+                c.abort()
+
+    async def close(self) -> None:
+        conn, tunnel, sftp = self._conn, self._tunnel, self._sftp
+        self._conn = self._tunnel = None
+        self._sftp = None
+        if sftp is not None:
+            sftp.exit()
+        for c in (conn, tunnel):
+            if c is not None:
+                c.close()
+                try:
+                    await c.wait_closed()
+                except Exception:  # closing a dead link: nothing left to do
+                    continue
+
+
+def _bytes(value: Any) -> bytes:
+    if value is None:
+        return b""
+    return value if isinstance(value, bytes) else str(value).encode()
+
+
+def _sudo_refused(stderr: bytes) -> bool:
+    text = stderr.decode(errors="replace").lower()
+    return ("incorrect password" in text or "a password is required" in text or "no password was provided" in text
+            or "is not in the sudoers file" in text or "may not run sudo" in text)
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    text = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    return str(text)

@@ -1,0 +1,42 @@
+"""Serialise a Cluster back to YAML (camelCase keys), with or without its secrets."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+from pydantic import SecretStr
+from ruamel.yaml import YAML
+
+from kubexm.spec.models import Cluster
+
+REDACTED = "<redacted>"
+
+
+def cluster_data(cluster: Cluster, secrets: bool = False) -> dict[str, Any]:
+    """Plain data by alias, defaults left out; secret fields redacted unless ``secrets``."""
+
+    def convert(value: Any) -> Any:
+        if isinstance(value, SecretStr):
+            return value.get_secret_value() if secrets else REDACTED
+        if isinstance(value, dict):
+            return {k: convert(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [convert(v) for v in value]
+        return value
+
+    raw = cluster.model_dump(by_alias=True, exclude_defaults=True, mode="python")
+    raw["apiVersion"] = cluster.api_version
+    raw["kind"] = cluster.kind
+    data: dict[str, Any] = convert(raw)
+    return data
+
+
+def dump_cluster(cluster: Cluster, secrets: bool = False) -> str:
+    yaml = YAML()  # round-trip dumper: keeps the field order of the models
+    yaml.default_flow_style = False
+    out = io.StringIO()
+    data = cluster_data(cluster, secrets)
+    ordered = {k: data[k] for k in ("apiVersion", "kind", "metadata", "spec") if k in data}
+    yaml.dump(ordered, out)
+    return out.getvalue()

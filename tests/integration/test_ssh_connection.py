@@ -1,0 +1,171 @@
+"""SSHConnection against a real OpenSSH sshd: auth modes, sudo, files, host keys, faults."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+
+from kubexm.engine import RunContext, RunOptions
+from kubexm.errors import AuthenticationError, ConnectionFault, HostKeyError
+from kubexm.hosts.base import ConnectOptions
+from kubexm.hosts.ssh import SSHConnection
+from kubexm.spec.loader import parse_cluster
+from kubexm.spec.models import Host
+
+from .conftest import SSHD
+
+pytestmark = pytest.mark.integration
+
+
+def host(sshd: SSHD, **fields: object) -> Host:
+    base: dict[str, object] = {"name": "n1", "address": "127.0.0.1", "port": sshd.port, "user": sshd.user}
+    base.update(fields)
+    return Host.model_validate(base)
+
+
+async def whoami(conn: SSHConnection, sudo: bool) -> str:
+    res = await conn.run("id -un", sudo=sudo)
+    assert res.ok, res.stderr
+    return res.stdout.strip()
+
+
+@pytest.mark.parametrize("auth", ["key", "key+passphrase", "password"])
+async def test_auth_modes_and_sudo(sshd: SSHD, auth: str) -> None:
+    fields: dict[str, object] = {
+        "key": {"privateKeyPath": str(sshd.key), "sudoPassword": sshd.password},
+        "key+passphrase": {"privateKeyPath": str(sshd.encrypted_key), "privateKeyPassphrase": sshd.passphrase,
+                           "sudoPassword": sshd.password},
+        "password": {"password": sshd.password},
+    }[auth]
+    conn = SSHConnection(host(sshd, **fields), ConnectOptions())
+    try:
+        assert await whoami(conn, sudo=False) == sshd.user
+        assert await whoami(conn, sudo=True) == "root"
+    finally:
+        await conn.close()
+
+
+async def test_sudo_password_never_in_argv(sshd: SSHD) -> None:
+    conn = SSHConnection(host(sshd, privateKeyPath=str(sshd.key), sudoPassword=sshd.password), ConnectOptions())
+    try:
+        task = asyncio.create_task(conn.run("sleep 1.5"))
+        seen: list[str] = []
+        for _ in range(10):
+            await asyncio.sleep(0.1)
+            for pid in os.listdir("/proc"):
+                if pid.isdigit():
+                    try:
+                        seen.append(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode())
+                    except OSError:
+                        continue
+        assert (await task).ok
+        assert any("sleep 1.5" in line for line in seen), "the sudo command was never observed running"
+        assert not any(sshd.password in line for line in seen)
+    finally:
+        await conn.close()
+
+
+async def test_wrong_sudo_password_is_a_clear_error(sshd: SSHD) -> None:
+    conn = SSHConnection(host(sshd, privateKeyPath=str(sshd.key), sudoPassword="not-the-password"), ConnectOptions())
+    try:
+        with pytest.raises(AuthenticationError, match="sudo refused"):
+            await asyncio.wait_for(conn.run("true"), 20)
+    finally:
+        await conn.close()
+
+
+async def test_wrong_password_is_authentication_error(sshd: SSHD) -> None:
+    conn = SSHConnection(host(sshd, password="wrong-one"), ConnectOptions())
+    with pytest.raises(AuthenticationError, match=f"{sshd.user}@127.0.0.1:{sshd.port} rejected"):
+        await conn.open()
+
+
+async def test_nothing_listening_is_connection_fault() -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    conn = SSHConnection(Host(name="gone", address="127.0.0.1", port=port), ConnectOptions(connect_timeout=3))
+    with pytest.raises(ConnectionFault, match="connection refused"):
+        await conn.open()
+
+
+def cluster_yaml(sshd: SSHD, names: list[str], **fields: object) -> str:
+    hosts = "".join(sshd.host_yaml(n, **fields) for n in names)
+    return (f"apiVersion: kubexm.io/v1alpha1\nkind: Cluster\nmetadata:\n  name: it\nspec:\n  hosts:\n{hosts}"
+            f"  roleGroups:\n    etcd: [{names[0]}]\n    control-plane: [{names[0]}]\n    worker: [{', '.join(names)}]\n")
+
+
+async def test_upload_skips_identical_file_and_download(sshd: SSHD, tmp_path: Path) -> None:
+    cluster = parse_cluster(cluster_yaml(sshd, ["n1"], privateKeyPath=sshd.key, sudoPassword=sshd.password))
+    run = RunContext(cluster, RunOptions())
+    payload = tmp_path / "blob"
+    payload.write_bytes(os.urandom(3 * 1024 * 1024))
+    h = run.host("n1")
+    try:
+        assert await h.upload(payload, "/opt/kubexm-it/blob.bin", mode=0o600) is True
+        stat = await h.run("stat -c '%U %a' /opt/kubexm-it/blob.bin")
+        assert stat.stdout.split() == ["root", "600"]
+        assert await h.upload(payload, "/opt/kubexm-it/blob.bin", mode=0o600) is False
+        back = tmp_path / "back.bin"
+        await h.download("/opt/kubexm-it/blob.bin", back)
+        assert back.read_bytes() == payload.read_bytes()
+    finally:
+        await h.run("rm -rf /opt/kubexm-it", check=False)
+        await run.close()
+
+
+async def test_host_key_pinned_changed_key_refused_then_accepted(sshd: SSHD, kubexm_home: Path) -> None:
+    h = host(sshd, privateKeyPath=str(sshd.key))
+    conn = SSHConnection(h, ConnectOptions())
+    await conn.open()
+    await conn.close()
+    known = (kubexm_home / "known_hosts").read_text()
+    assert f"n1 [127.0.0.1]:{sshd.port} ssh-ed25519 " in known
+
+    sshd.stop()
+    sshd.new_host_key()
+    sshd.start()
+    with pytest.raises(HostKeyError, match=r"host key of n1 .* changed") as err:
+        await SSHConnection(h, ConnectOptions()).open()
+    assert "--accept-new-host-key n1" in (err.value.hint or "")
+    accepted = SSHConnection(h, ConnectOptions(replace_host_keys=frozenset({"n1"})))
+    assert await whoami(accepted, sudo=False) == sshd.user
+    await accepted.close()
+    assert (kubexm_home / "known_hosts").read_text() != known
+    again = SSHConnection(h, ConnectOptions())
+    assert await whoami(again, sudo=False) == sshd.user
+    await again.close()
+
+
+async def test_dropped_connection_is_reopened(sshd: SSHD) -> None:
+    conn = SSHConnection(host(sshd, privateKeyPath=str(sshd.key)), ConnectOptions())
+    try:
+        assert await whoami(conn, sudo=False) == sshd.user
+        sshd.stop()  # kills the listener and this session's sshd process
+        sshd.start()
+        with pytest.raises(ConnectionFault):
+            await conn.run("true", sudo=False)
+        assert await whoami(conn, sudo=False) == sshd.user  # reconnected on the next call
+    finally:
+        await conn.close()
+
+
+async def test_bastion_jump(sshd: SSHD) -> None:
+    yaml = cluster_yaml(sshd, ["n1"], privateKeyPath=sshd.key, bastion="jump").replace(
+        "  roleGroups:", f"  bastions:\n    - name: jump\n      address: 127.0.0.1\n      port: {sshd.port}\n"
+        f"      user: {sshd.user}\n      privateKeyPath: {sshd.key}\n  roleGroups:")
+    cluster = parse_cluster(yaml)
+    run = RunContext(cluster, RunOptions())
+    try:
+        res = await run.host("n1").run("echo $SSH_CONNECTION", sudo=False)
+        # Through the jump host the session's client address is the bastion's own loopback connection.
+        assert res.stdout.split()[2] == "127.0.0.1"
+        conn = await run.pool.get("n1")
+        assert isinstance(conn, SSHConnection) and conn._tunnel is not None
+    finally:
+        await run.close()
