@@ -155,5 +155,9 @@ class RunContext:
         event.run_id = self.run_id
         self.bus.emit(event)
 
+    def emit_report(self, title: str, columns: list[str], rows: list[list[str]]) -> None:
+        """A table for the user (preflight results, a plan); listeners decide how to render it."""
+        self.emit(Event("report", message=title, data={"title": title, "columns": columns, "rows": rows}))
+
     async def close(self) -> None:
         await self.pool.close_all()
