@@ -38,6 +38,7 @@ class StepRecord:
     command: str | None = None
     exit_status: int | None = None
     stderr: str | None = None
+    mutates: bool = True  # False for read-only steps (probes, health waits)
 
 
 @dataclass
@@ -244,16 +245,16 @@ class Executor:
                 status, message = "failed", f"internal error in step {step.name}: {type(exc).__name__}: {exc}"
                 break
         return self._record(mname, task, host.name, step.name, desc, status, message,
-                            time.monotonic() - start, command, exit_status, stderr)
+                            time.monotonic() - start, command, exit_status, stderr, step.mutates)
 
     def _record(self, mname: str | None, task: Task, host: str, step: str, desc: str, status: StepStatus,
                 message: str = "", duration: float = 0.0, command: str | None = None,
-                exit_status: int | None = None, stderr: str | None = None) -> StepRecord:
+                exit_status: int | None = None, stderr: str | None = None, mutates: bool = True) -> StepRecord:
         rec = StepRecord(mname, task.name, host, step, desc, status, message, duration, command,
-                         exit_status, stderr)
+                         exit_status, stderr, mutates)
         self.report.records.append(rec)
         self.run.emit(Event("step.end", module=mname, task=task.name, host=host, step=step, status=status,
                             message=message or desc, data={
                                 "description": desc, "duration": round(duration, 3), "command": command,
-                                "exit_status": exit_status, "stderr": stderr}))
+                                "exit_status": exit_status, "stderr": stderr, "mutates": mutates}))
         return rec

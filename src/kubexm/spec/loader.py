@@ -87,6 +87,9 @@ def _parse_yaml(text: str, source: str) -> CommentedMap:
         raise SpecError([f"{source}:{line}: invalid YAML: {reason}"], hint="fix the YAML syntax") from None
     except YAMLError as exc:
         raise SpecError([f"{source}: invalid YAML: {str(exc).splitlines()[0]}"]) from None
+    if data is None:
+        raise SpecError([f"{source}: the file is empty (only comments)"],
+                        hint="`kubexm create config` prints a sample cluster file to start from")
     if not isinstance(data, CommentedMap):
         kind = "a list" if isinstance(data, list) else f"a {type(data).__name__}"
         raise SpecError(
@@ -116,16 +119,19 @@ def _line_of(data: Any, loc: Loc) -> int:
     line = 1
     node = data
     for part in loc:
-        if isinstance(node, CommentedMap) and isinstance(part, str) and part in node:
-            pos = node.lc.key(part)
-            line = pos[0] + 1
-            node = node[part]
-        elif isinstance(node, CommentedSeq) and isinstance(part, int) and 0 <= part < len(node):
-            pos = node.lc.item(part)
-            line = pos[0] + 1
-            node = node[part]
-        else:
+        try:
+            if isinstance(node, CommentedMap) and isinstance(part, str) and part in node:
+                pos = node.lc.key(part)
+            elif isinstance(node, CommentedSeq) and isinstance(part, int) and 0 <= part < len(node):
+                pos = node.lc.item(part)
+            else:
+                break
+        except (KeyError, IndexError, TypeError):  # set by an -e override: it has no line in the file
             break
+        if pos is None:
+            break
+        line = pos[0] + 1
+        node = node[part]
     return line
 
 
@@ -201,6 +207,8 @@ def _format_errors(exc: ValidationError, data: CommentedMap, source: str) -> lis
             text = f"{msg.replace('Input should be', 'must be')}"
         elif kind == "value_error":
             text = msg.removeprefix("Value error, ")
+        elif kind == "string_type":
+            text = "must be text; quote the value (YAML read it as a number or list)"
         elif kind == "string_pattern_mismatch":
             text = "must be lowercase letters, digits, '-' or '.', starting and ending with a letter or digit"
         else:

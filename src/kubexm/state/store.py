@@ -18,7 +18,7 @@ MIGRATIONS: list[str] = [
     """
     CREATE TABLE clusters (
         name TEXT PRIMARY KEY, spec_yaml TEXT NOT NULL, status TEXT NOT NULL,
-        created REAL NOT NULL, updated REAL NOT NULL);
+        created REAL NOT NULL, updated REAL NOT NULL, source TEXT);
     CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     CREATE TABLE runs (
         run_id TEXT PRIMARY KEY, cluster TEXT NOT NULL, command TEXT NOT NULL, user TEXT NOT NULL,
@@ -46,6 +46,7 @@ class ClusterRow:
     status: str
     created: float
     updated: float
+    source: str | None = None  # the cluster file it was created from (re-read for secrets)
 
 
 @dataclass(frozen=True)
@@ -123,15 +124,15 @@ class Store:
         self.db.close()
 
     # -- clusters -------------------------------------------------------------------------
-    def save_cluster(self, name: str, spec_yaml: str, status: str) -> None:
+    def save_cluster(self, name: str, spec_yaml: str, status: str, source: str | None = None) -> None:
         """Store the cluster's spec; callers pass YAML with secrets already redacted."""
         now = time.time()
         with self.tx() as db:
             db.execute(
-                "INSERT INTO clusters(name, spec_yaml, status, created, updated) VALUES (?,?,?,?,?) "
+                "INSERT INTO clusters(name, spec_yaml, status, created, updated, source) VALUES (?,?,?,?,?,?) "
                 "ON CONFLICT(name) DO UPDATE SET spec_yaml=excluded.spec_yaml, status=excluded.status, "
-                "updated=excluded.updated",
-                (name, spec_yaml, status, now, now),
+                "updated=excluded.updated, source=COALESCE(excluded.source, clusters.source)",
+                (name, spec_yaml, status, now, now, source),
             )
 
     def get_cluster(self, name: str) -> ClusterRow | None:

@@ -1,0 +1,1 @@
+"""The ``kubexm`` command line: verb-noun commands, thin over ``kubexm.api``."""

@@ -1,0 +1,97 @@
+"""``kubexm create config`` and ``kubexm create cluster``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from kubexm import api
+from kubexm.cli.common import (
+    AcceptKeyOpt,
+    DryRunOpt,
+    FileOpt,
+    LogFormat,
+    LogFormatOpt,
+    NodesOpt,
+    OfflineOpt,
+    ParallelOpt,
+    SetOpt,
+    SkipTagsOpt,
+    TagsOpt,
+    command_line,
+    console,
+    exit_with,
+    finish,
+    run_options,
+    views,
+)
+from kubexm.spec.default import default_local_cluster
+from kubexm.spec.loader import load_cluster, parse_cluster
+from kubexm.spec.sample import sample_config
+
+app = typer.Typer(help="Create things: a sample cluster file, a cluster.", no_args_is_help=True)
+
+
+@app.command("config")
+def create_config(
+    name: Annotated[str, typer.Option("--name", help="cluster name")] = "mycluster",
+    with_ha: Annotated[bool, typer.Option("--with-ha", help="3 control-plane nodes behind haproxy+keepalived")] = False,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="write to FILE instead of stdout")] = None,
+    force: Annotated[bool, typer.Option("--force", help="overwrite an existing FILE")] = False,
+) -> None:
+    """Write a commented sample cluster file to edit."""
+    text = sample_config(name, with_ha)
+    parse_cluster(text, source="<sample>")  # a sample that does not load would be a bug: fail loudly
+    if output is None:
+        sys.stdout.write(text)
+        return
+    if output.exists() and not force:
+        from kubexm.errors import UsageError
+
+        raise UsageError(f"{output} already exists", hint="pass --force to overwrite it, or another -o FILE")
+    output.write_text(text)
+    console().print(f"wrote {output}; edit the hosts, then `kubexm create cluster -f {output} --dry-run`")
+    return
+
+
+@app.command("cluster")
+def create_cluster(
+    file: FileOpt = None,
+    set_: SetOpt = None,
+    dry_run: DryRunOpt = False,
+    offline: OfflineOpt = False,
+    tags: TagsOpt = None,
+    skip_tags: SkipTagsOpt = None,
+    nodes: NodesOpt = None,
+    skip_preflight: Annotated[bool, typer.Option("--skip-preflight", help="go on even when preflight checks fail")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask for confirmation")] = False,
+    log_format: LogFormatOpt = LogFormat.text,
+    accept_new_host_key: AcceptKeyOpt = None,
+    parallel: ParallelOpt = 50,
+) -> None:
+    """Create (or converge) a cluster from a cluster file; without -f, this machine alone."""
+    if file is None:
+        cluster = default_local_cluster() if not set_ else parse_cluster(
+            _default_text(), source="<built-in local cluster>", overrides=set_)
+        source = None
+    else:
+        cluster = load_cluster(file, set_ or ())
+        source = file
+    options = run_options(dry_run=dry_run, offline=offline, tags=tags, skip_tags=skip_tags, nodes=nodes,
+                          skip_preflight=skip_preflight, accept_keys=accept_new_host_key, parallel=parallel)
+    if not dry_run and not yes and sys.stdin.isatty():
+        hosts = ", ".join(h.name for h in cluster.spec.hosts)
+        if not typer.confirm(f"create cluster {cluster.name} on {hosts}?", default=False):
+            raise typer.Exit(1)
+    listeners, view = views(log_format)
+    outcome = api.create_cluster(cluster, options, command_line=command_line(), listeners=listeners, source=source)
+    exit_with(finish(outcome, view, log_format))
+
+
+def _default_text() -> str:
+    from kubexm.spec.default import default_local_cluster_yaml
+
+    return default_local_cluster_yaml()

@@ -1,0 +1,116 @@
+"""The terminal view: a line per step result, tables for reports, a spinner on a TTY.
+
+Dry-run results read as a plan: ``+`` would change, ``=`` already in place, ``~`` not
+applicable, ``?`` planned without connecting.
+"""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.markup import escape
+from rich.status import Status
+from rich.table import Table
+
+from kubexm.engine.events import Event
+from kubexm.engine.executor import RunReport
+
+MARKS = {
+    "changed": ("[green]✓[/]", "changed"),
+    "ok": ("[green]=[/]", "in place"),
+    "would-change": ("[yellow]+[/]", "would change"),
+    "planned": ("[cyan]?[/]", "planned"),
+    "not-applicable": ("[magenta]~[/]", "not applicable"),
+    "failed": ("[red]✗[/]", "FAILED"),
+    "skipped": ("[dim]-[/]", "skipped"),
+}
+
+
+def report_table(title: str, columns: list[str], rows: list[list[str]]) -> Table:
+    table = Table(title=title, title_justify="left", show_lines=False, expand=False)
+    for col in columns:
+        table.add_column(col, overflow="fold")
+    colours = {"pass": "green", "warn": "yellow", "fail": "bold red"}
+    for row in rows:
+        table.add_row(*[f"[{colours[c]}]{c}[/]" if c in colours else escape(str(c)) for c in row])
+    return table
+
+
+class ConsoleView:
+    def __init__(self, console: Console | None = None, verbose: bool = False) -> None:
+        self.console = console or Console(highlight=False)
+        self.verbose = verbose
+        self.status: Status | None = None
+        self.done = 0
+
+    def _spin(self, text: str) -> None:
+        if not self.console.is_terminal:
+            return
+        if self.status is None:
+            self.status = self.console.status(text)
+            self.status.start()
+        else:
+            self.status.update(text)
+
+    def stop(self) -> None:
+        if self.status is not None:
+            self.status.stop()
+            self.status = None
+
+    def __call__(self, e: Event) -> None:
+        c = self.console
+        if e.kind == "module.start":
+            c.print(f"[bold]{e.module}[/] [dim]{escape(e.message)}[/]")
+        elif e.kind == "task.start":
+            hosts = e.data.get("hosts", [])
+            c.print(f"  [bold cyan]{e.task}[/] [dim]on {len(hosts)} host(s), {e.data.get('strategy', '')}[/]")
+            self._spin(f"{e.task}")
+        elif e.kind == "step.end":
+            self.done += 1
+            self._spin(f"{e.task}: {self.done} step results")
+            mark, word = MARKS.get(e.status or "", ("?", e.status or ""))
+            if e.status == "ok" and not e.data.get("mutates", True):
+                word = "done"
+            if e.step == "Command" and e.status in ("changed", "failed"):
+                return  # its output block (a "message" event) already said everything
+            if e.status == "ok" and not self.verbose and e.step in ("Greeting", "PreflightReport"):
+                return
+            desc = e.data.get("description") or e.step or ""
+            line = f"    {mark} {escape(e.host or '')}: {escape(desc)} [dim]({word})[/]"
+            if e.status in ("failed", "not-applicable", "skipped") and e.message and e.message != desc:
+                line += f"\n        {escape(e.message)}"
+            c.print(line)
+        elif e.kind == "host.retry":
+            c.print(f"    [yellow]↻[/] {escape(e.host or '')}: {escape(e.message)}")
+        elif e.kind == "report":
+            d = e.data
+            c.print(report_table(d.get("title", ""), d.get("columns", []), d.get("rows", [])))
+        elif e.kind == "message" and e.data.get("command") is not None:
+            status = e.data.get("exit_status")
+            colour = "green" if status == 0 else "red"
+            c.print(f"[bold]== {escape(e.host or '')}[/] [{colour}](exit {status})[/]")
+            out = (e.data.get("stdout") or "").rstrip("\n")
+            err = (e.data.get("stderr") or "").rstrip("\n")
+            if out:
+                c.print(escape(out), soft_wrap=True)
+            if err:
+                c.print(f"[red]{escape(err)}[/]", soft_wrap=True)
+        elif e.kind == "message" and e.message:
+            c.print(f"    [yellow]![/] {escape(e.message)}")
+        elif e.kind == "run.end":
+            self.stop()
+
+
+def print_failures(console: Console, report: RunReport) -> None:
+    """The failure report: where it stopped and, per failed step, the command, exit code and stderr tail."""
+    failures = report.failures
+    if not failures:
+        return
+    where = f" — the run stopped after task {report.stopped_at}" if report.stopped_at else ""
+    console.print(f"[bold red]{len(failures)} failure(s){where}[/]")
+    for r in failures:
+        console.print(f"  [red]✗[/] [bold]{escape(r.host)}[/] {escape(r.task)} / {escape(r.step)}: "
+                      f"{escape(r.message)}", soft_wrap=True)
+        if r.command:
+            console.print(f"      command: {escape(r.command)}  (exit {r.exit_status})", soft_wrap=True)
+        if r.stderr:
+            console.print(f"      stderr:  {escape(r.stderr)}", soft_wrap=True)
