@@ -41,8 +41,9 @@ class SSHD:
         return self.root / "sshd_config"
 
     def start(self) -> None:
-        self.proc = subprocess.Popen([SSHD_BIN, "-D", "-e", "-f", str(self.config)],
-                                     stdout=subprocess.DEVNULL, stderr=open(self.root / "sshd.log", "ab"))
+        with open(self.root / "sshd.log", "ab") as log:
+            self.proc = subprocess.Popen([SSHD_BIN, "-D", "-e", "-f", str(self.config)],
+                                         stdout=subprocess.DEVNULL, stderr=log)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:
@@ -67,8 +68,8 @@ class SSHD:
         (self.root / "ssh_host_ed25519_key.pub").unlink()
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
 
-    def host_yaml(self, name: str, **fields: object) -> str:
-        lines = [f"    - name: {name}", "      address: 127.0.0.1", f"      port: {self.port}", f"      user: {self.user}"]
+    def host_yaml(self, name: str, address: str = "127.0.0.1", **fields: object) -> str:
+        lines = [f"    - name: {name}", f"      address: {address}", f"      port: {self.port}", f"      user: {self.user}"]
         lines += [f"      {k}: {v}" for k, v in fields.items()]
         return "\n".join(lines) + "\n"
 
@@ -106,7 +107,7 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SSHD]:
     Path("/run/sshd").mkdir(exist_ok=True)
     port = _free_port()
     (root / "sshd_config").write_text(
-        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {root}/ssh_host_ed25519_key\n"
+        f"Port {port}\nListenAddress 127.0.0.1\nListenAddress 127.0.0.2\nHostKey {root}/ssh_host_ed25519_key\n"
         f"PidFile {root}/sshd.pid\nPasswordAuthentication yes\nKbdInteractiveAuthentication no\n"
         "UsePAM yes\nPermitRootLogin no\nSubsystem sftp internal-sftp\nMaxStartups 100\nMaxSessions 100\n"
         f"AllowUsers {USER}\n")

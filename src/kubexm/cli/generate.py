@@ -39,7 +39,7 @@ def reference_markdown() -> str:
         if params:
             lines += ["| flag / argument | meaning |", "| --- | --- |"]
             for p in params:
-                flag = ", ".join(p.opts) if p.param_type_name == "option" else p.human_readable_name
+                flag = ", ".join(p.opts) if p.param_type_name == "option" else str(p.name).upper()
                 help_text = getattr(p, "help", None) or ""
                 lines.append(f"| `{flag}` | {help_text.replace('|', '/')} |")
             lines.append("")

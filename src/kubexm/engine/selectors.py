@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from kubexm.hosts.base import DEPLOY
 from kubexm.spec.models import Cluster
 
-DEPLOY = "deploy-machine"  # the name under which the machine running kubexm appears in results
+__all__ = ["DEPLOY", "Selector", "all_hosts", "deploy_machine", "first", "named", "rest", "role"]
 
 
 @dataclass(frozen=True)

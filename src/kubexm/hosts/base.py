@@ -12,6 +12,9 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 
+# The name under which the machine running kubexm appears in results and selectors.
+DEPLOY = "deploy-machine"
+
 
 @dataclass(frozen=True)
 class CommandResult:

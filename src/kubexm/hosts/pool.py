@@ -6,8 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 
-from kubexm.engine.selectors import DEPLOY
-from kubexm.hosts.base import Connection, ConnectOptions
+from kubexm.hosts.base import DEPLOY, Connection, ConnectOptions
 from kubexm.hosts.local import LocalConnection
 from kubexm.spec.models import Cluster, Host
 

@@ -196,7 +196,8 @@ def _format_errors(exc: ValidationError, data: CommentedMap, source: str) -> lis
         if kind == "extra_forbidden":
             model = _model_at(loc)
             known = _known_fields(model) if model else []
-            close = difflib.get_close_matches(str(loc[-1]), known, n=1)
+            lowered = {k.lower(): k for k in known}
+            close = [lowered[c] for c in difflib.get_close_matches(str(loc[-1]).lower(), list(lowered), n=1)]
             fix = f"did you mean '{close[0]}'?" if close else "remove it"
             if known and not close:
                 fix += f" (allowed here: {', '.join(known)})"

@@ -1,0 +1,177 @@
+"""The CLI as a user meets it: exit codes, one-line errors, outputs, state and audit."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support.memory import MemoryFleet
+
+import kubexm.hosts.pool as pool_module
+from kubexm.cli.main import run_cli
+from kubexm.spec.sample import sample_config
+
+
+def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = run_cli(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def fleet(monkeypatch: pytest.MonkeyPatch) -> MemoryFleet:
+    """Every connection the CLI opens goes to in-memory hosts that pass preflight."""
+    fleet = MemoryFleet(["master1", "worker1", "worker2"])
+    for name in ("master1", "worker1", "worker2"):
+        fleet[name].on(r"cmd_sh=", lambda h, m, s: (0, _probe_ok(m.string), ""))
+        fleet[name].on(r"^uname -r$", lambda h, m, s: (0, f"6.1.0-{h.name}\n", ""))
+        fleet[name].on(r"^exit 7$", lambda h, m, s: (7, "", f"boom on {h.name}\n"))
+    monkeypatch.setattr(pool_module, "default_factory", lambda cluster: fleet.factory)
+    return fleet
+
+
+def _probe_ok(script: str) -> str:
+    import re
+    import time
+
+    lines = [f"cmd_{c}=1" for c in re.findall(r"command -v (\S+) >/dev/null 2>&1 && echo cmd_", script)]
+    lines += ["listen=22", "dns_self=1", "have_bash=1", f"now={time.time()}"]
+    lines += [f"reach_{p}_{port}=refused" for p, port in re.findall(r"echo \"reach_(\w+)_(\d+)=", script)]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture
+def cluster_file(tmp_path: Path) -> Path:
+    path = tmp_path / "cluster.yaml"
+    path.write_text(sample_config("demo"))
+    return path
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = cli(capsys, "version")
+    assert code == 0 and out.startswith("kubexm ")
+
+
+def test_create_config_writes_a_loadable_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    target = tmp_path / "c.yaml"
+    code, out, _ = cli(capsys, "create", "config", "--name", "edge", "--with-ha", "-o", str(target))
+    assert code == 0 and "wrote" in out
+    code, _, err = cli(capsys, "create", "config", "-o", str(target))
+    assert code == 2 and "already exists" in err and "--force" in err
+    from kubexm.spec.loader import load_cluster
+
+    assert load_cluster(target).name == "edge"
+
+
+def test_malformed_file_is_one_line_exit_2(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(sample_config().replace("podCidr", "podCIDR"))
+    code, out, err = cli(capsys, "create", "cluster", "-f", str(bad), "--dry-run")
+    assert code == 2
+    assert "Traceback" not in err + out
+    assert f"error: {bad}:" in err and "unknown field 'podCIDR'; did you mean 'podCidr'?" in err
+    code, _, err = cli(capsys, "create", "cluster", "-f", str(tmp_path / "missing.yaml"))
+    assert code == 2 and "no such file" in err and "hint:" in err
+
+
+def test_offline_plan_does_not_connect(capsys: pytest.CaptureFixture[str], cluster_file: Path,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(cluster: Any) -> Any:
+        def connect(host: Any, options: Any) -> Any:
+            raise AssertionError("an offline plan must not connect")
+        return connect
+
+    monkeypatch.setattr(pool_module, "default_factory", refuse)
+    code, out, _ = cli(capsys, "create", "cluster", "-f", str(cluster_file), "--dry-run", "--offline")
+    assert code == 0
+    assert "? master1: check OS" in out and "planned" in out
+    code, _, err = cli(capsys, "create", "cluster", "-f", str(cluster_file), "--offline")
+    assert code == 2 and "--offline only makes sense with --dry-run" in err
+
+
+def test_create_records_state_context_and_audit(capsys: pytest.CaptureFixture[str], cluster_file: Path,
+                                                fleet: MemoryFleet, kubexm_home: Path) -> None:
+    code, out, err = cli(capsys, "create", "cluster", "-f", str(cluster_file), "-y")
+    assert code == 0, out + err
+    assert "Preflight" in out and "done:" in out
+    code, out, _ = cli(capsys, "get", "clusters", "-o", "json")
+    (row,) = json.loads(out)
+    assert row["name"] == "demo" and row["current"] and row["status"] == "ok"
+    code, out, _ = cli(capsys, "get", "nodes", "-o", "yaml")
+    assert "name: worker2" in out and "- control-plane" in out
+    code, out, _ = cli(capsys, "get", "nodes", "-o", "wide")
+    assert "INTERNAL" in out and "192.168.0.12" in out
+    code, out, _ = cli(capsys, "describe", "cluster")
+    assert "Cluster demo" in out and "Recent runs" in out
+    code, out, _ = cli(capsys, "config", "get-contexts")
+    assert "*" in out and "demo" in out
+    code, _, err = cli(capsys, "config", "use-context", "nope")
+    assert code == 1 and "no cluster named 'nope'" in err
+    code, out, _ = cli(capsys, "audit", "--json")
+    entry = json.loads(out.splitlines()[0])
+    assert entry["target"] == "demo" and entry["status"] == "ok"
+    code, out, _ = cli(capsys, "audit", "verify")
+    assert code == 0 and "intact: 1 entries" in out
+    db = sqlite3.connect(kubexm_home / "state.db")
+    db.execute("UPDATE audit SET user='mallory' WHERE id=1")
+    db.commit()
+    db.close()
+    code, _, err = cli(capsys, "audit", "verify")
+    assert code == 1 and "audit entry 1" in err and "altered" in err
+
+
+def test_run_command_output_and_exit_codes(capsys: pytest.CaptureFixture[str], cluster_file: Path,
+                                           fleet: MemoryFleet) -> None:
+    code, out, _ = cli(capsys, "run", "command", "-f", str(cluster_file), "--nodes", "*", "--", "uname", "-r")
+    assert code == 0
+    for name in ("master1", "worker1", "worker2"):
+        assert f"== {name} (exit 0)" in out and f"6.1.0-{name}" in out
+    code, out, _ = cli(capsys, "run", "command", "-f", str(cluster_file), "--nodes", "worker*", "--", "exit 7")
+    assert code == 1
+    assert "== worker1 (exit 7)" in out and "boom on worker2" in out and "master1" not in out.split("failure")[0]
+    code, _, err = cli(capsys, "run", "command", "-f", str(cluster_file), "--nodes", "db*", "--", "true")
+    assert code == 2 and "--nodes 'db*' matches no host" in err
+
+
+def test_json_log_format_is_one_event_per_line(capsys: pytest.CaptureFixture[str], cluster_file: Path,
+                                               fleet: MemoryFleet) -> None:
+    code, out, _ = cli(capsys, "create", "cluster", "-f", str(cluster_file), "--dry-run", "--log-format", "json")
+    assert code == 0
+    events = [json.loads(line) for line in out.splitlines()]
+    kinds = {e["kind"] for e in events}
+    assert {"run.start", "task.start", "step.end", "report", "run.end"} <= kinds
+
+
+def test_run_task_by_name(capsys: pytest.CaptureFixture[str], cluster_file: Path, fleet: MemoryFleet) -> None:
+    code, out, _ = cli(capsys, "run", "task", "PreflightChecks", "-f", str(cluster_file))
+    assert code == 0 and "Preflight" in out
+    code, _, err = cli(capsys, "run", "task", "Preflight", "-f", str(cluster_file))
+    assert code == 2 and "did you mean" in err
+
+
+def test_generate_docs_and_schema(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = cli(capsys, "generate", "docs")
+    assert code == 0
+    for command in ("kubexm create cluster", "kubexm run command", "kubexm get nodes", "kubexm audit verify",
+                    "kubexm config use-context", "kubexm generate schema", "--dry-run", "PreflightChecks"):
+        assert command in out, command
+    code, out, _ = cli(capsys, "generate", "schema")
+    assert json.loads(out)["title"].startswith("kubexm Cluster")
+
+
+def test_completion_script(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = cli(capsys, "completion", "bash")
+    assert code == 0 and "_KUBEXM_COMPLETE" in out
+    code, _, err = cli(capsys, "completion", "tcsh")
+    assert code == 1 and "bash, zsh, fish" in err
+
+
+def test_locked_cluster_is_refused(capsys: pytest.CaptureFixture[str], cluster_file: Path, fleet: MemoryFleet) -> None:
+    from kubexm.state.lock import cluster_lock
+
+    with cluster_lock("demo", "kubexm create cluster -f other.yaml"):
+        code, _, err = cli(capsys, "create", "cluster", "-f", str(cluster_file), "-y")
+    assert code == 4 and "cluster demo is busy" in err

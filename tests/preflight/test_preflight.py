@@ -1,0 +1,172 @@
+"""PreflightChecks on recorded hosts: the table has one row per host x check and failures stop the run."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+from typing import Any
+
+import pytest
+from support.memory import MemoryFleet, MemoryHost, default_facts
+
+from kubexm.engine import Event, EventBus, Executor, RunContext, RunOptions
+from kubexm.hosts.pool import ConnectionPool
+from kubexm.modules.preflight import PreflightModule
+from kubexm.spec.default import default_local_cluster
+from kubexm.spec.loader import parse_cluster
+
+CLUSTER = """\
+apiVersion: kubexm.io/v1alpha1
+kind: Cluster
+metadata: {name: pf}
+spec:
+  hosts:
+    - {name: cp1, address: 10.0.0.1}
+    - {name: w1, address: 10.0.0.2}
+    - {name: w2, address: 10.0.0.3}
+  roleGroups:
+    etcd: [cp1]
+    control-plane: [cp1]
+    worker: [w1, w2]
+"""
+
+CHECKS = ["ssh", "os", "arch", "kernel", "init", "cpu", "memory", "swap", "container", "commands", "hostname",
+          "dns", "clock", "ports", "network"]
+
+
+def probe_handler(listen: str = "22", missing: tuple[str, ...] = (), unreachable: tuple[str, ...] = (),
+                  skew: float = 0.0) -> Any:
+    def handle(host: MemoryHost, m: re.Match[str], stdin: bytes | None) -> tuple[int, str, str]:
+        script = m.string
+        lines = []
+        for cmd in re.findall(r"command -v (\S+) >/dev/null 2>&1 && echo cmd_", script):
+            lines.append(f"cmd_{cmd}={0 if cmd in missing else 1}")
+        lines += [f"listen={listen}", "dns_self=1", "have_bash=1"]
+        for peer, port in re.findall(r"echo \"reach_(\w+)_(\d+)=", script):
+            lines.append(f"reach_{peer}_{port}={'timeout' if peer in unreachable else 'refused'}")
+        import time
+
+        lines.append(f"now={time.time() + skew}")
+        return 0, "\n".join(lines) + "\n", ""
+    return handle
+
+
+def run_preflight(fleet: MemoryFleet, dry_run: bool = False, skip: bool = False) -> tuple[Any, RunContext, list[Event]]:
+    cluster = parse_cluster(CLUSTER)
+    events: list[Event] = []
+    options = RunOptions(dry_run=dry_run, skip_preflight=skip)
+    run = RunContext(cluster, options, bus=EventBus([events.append]),
+                     pool=ConnectionPool(cluster, options.connect, factory=fleet.factory))
+    items = [(PreflightModule, t) for t in PreflightModule.tasks]
+    report = asyncio.run(Executor(run).run_tasks(items))
+    return report, run, events
+
+
+def table(events: list[Event]) -> dict[tuple[str, str], tuple[str, str]]:
+    (report,) = [e for e in events if e.kind == "report" and e.data["title"] == "Preflight"]
+    assert report.data["columns"] == ["host", "check", "result", "reason"]
+    return {(r[0], r[1]): (r[2], r[3]) for r in report.data["rows"]}
+
+
+def fleet_with(**per_host: dict[str, Any]) -> MemoryFleet:
+    fleet = MemoryFleet(["cp1", "w1", "w2"])
+    for name in ("cp1", "w1", "w2"):
+        opts = per_host.get(name, {})
+        host = fleet[name]
+        if "facts" in opts:
+            host.facts_text = opts["facts"]
+        host.on(r"cmd_sh=", probe_handler(**opts.get("probe", {})))
+    return fleet
+
+
+def test_healthy_hosts_pass_with_a_row_per_host_and_check() -> None:
+    report, _, events = run_preflight(fleet_with())
+    assert report.ok, report.failures
+    rows = table(events)
+    for host in ("cp1", "w1", "w2"):
+        for check in CHECKS:
+            assert rows[(host, check)][0] == "pass", (host, check, rows[(host, check)])
+    assert rows[("deploy-machine", "spec")][0] == "pass"
+    assert "reaches 2 peers" in rows[("cp1", "network")][1]
+
+
+def test_each_host_is_probed_in_two_round_trips() -> None:
+    fleet = fleet_with()
+    run_preflight(fleet)
+    assert len(fleet["w1"].commands) == 2  # facts + one probe script, whatever the number of checks
+
+
+@pytest.mark.parametrize(("host", "setup", "check", "reason"), [
+    ("w1", {"facts": default_facts("w1").replace("os_id=debian", "os_id=arch").replace("os_version=12", "os_version=")},
+     "os", "is not supported"),
+    ("w1", {"facts": default_facts("w1").replace("os_version=12", "os_version=10")}, "os", "not supported"),
+    ("cp1", {"facts": default_facts("cp1", cpus=1)}, "cpu", "1 CPUs, a control-plane host needs at least 2"),
+    ("w2", {"facts": default_facts("w2", memory_kb=512 * 1024)}, "memory", "512 MiB, a worker/etcd host needs"),
+    ("w1", {"facts": default_facts("w1").replace("arch=x86_64", "arch=s390x")}, "arch", "s390x is not supported"),
+    ("w1", {"facts": default_facts("w1").replace("systemd_running=1", "systemd_running=0").replace("init=systemd", "init=sysvinit")},
+     "init", "not systemd"),
+    ("cp1", {"probe": {"listen": "22 6443"}}, "ports", "already in use: 6443"),
+    ("w1", {"probe": {"missing": ("tar",)}}, "commands", "missing: tar (tar)"),
+    ("w1", {"probe": {"missing": ("iptables", "nft")}}, "commands", "iptables or nft"),
+    ("w1", {"probe": {"skew": 42.0}}, "clock", "+42"),
+    ("w2", {"probe": {"unreachable": ("cp1",)}}, "network", "cannot reach cp1 10.0.0.1:2379 (timeout)"),
+])
+def test_a_failed_check_stops_the_run(host: str, setup: dict[str, Any], check: str, reason: str) -> None:
+    report, _, events = run_preflight(fleet_with(**{host: setup}))
+    rows = table(events)
+    assert rows[(host, check)][0] == "fail"
+    assert reason in rows[(host, check)][1]
+    assert not report.ok and report.stopped_at == "PreflightChecks"
+    assert f"{host}/{check}" in report.failures[0].message
+    assert "--skip-preflight" in report.failures[0].message
+
+
+def test_rocky_and_ubuntu_are_supported() -> None:
+    rocky = default_facts("w1").replace("os_id=debian", "os_id=rocky").replace("os_version=12", "os_version=9.4") \
+        .replace("os_like=", 'os_like="rhel centos fedora"')
+    ubuntu = default_facts("w2").replace("os_id=debian", "os_id=ubuntu").replace("os_version=12", "os_version=22.04")
+    _, _, events = run_preflight(fleet_with(w1={"facts": rocky}, w2={"facts": ubuntu}))
+    rows = table(events)
+    assert rows[("w1", "os")][0] == "pass" and rows[("w2", "os")][0] == "pass"
+
+
+def test_container_and_swap_are_warnings() -> None:
+    facts = default_facts("w1").replace("container=none", "container=systemd-nspawn").replace("swap_kb=0", "swap_kb=1048576")
+    report, _, events = run_preflight(fleet_with(w1={"facts": facts}))
+    rows = table(events)
+    assert report.ok
+    assert rows[("w1", "container")][0] == "warn" and "not applicable" in rows[("w1", "container")][1]
+    assert rows[("w1", "swap")][0] == "warn" and "cannot turn it off" in rows[("w1", "swap")][1]
+
+
+def test_unreachable_host_is_a_row_not_a_crash() -> None:
+    fleet = fleet_with()
+    fleet["w2"].down = True
+    report, _, events = run_preflight(fleet)
+    rows = table(events)
+    assert rows[("w2", "ssh")][0] == "fail" and "refused" in rows[("w2", "ssh")][1]
+    assert rows[("w1", "os")][0] == "pass"
+    assert not report.ok
+
+
+def test_dry_run_reports_without_failing_and_skip_preflight_goes_on() -> None:
+    setup = {"cp1": {"probe": {"listen": "2379"}}}
+    report, run, _ = run_preflight(fleet_with(**setup), dry_run=True)
+    assert report.ok
+    assert run.shared["preflight_failed"][0][:2] == ("cp1", "ports")
+    report, run, events = run_preflight(fleet_with(**setup), skip=True)
+    assert report.ok
+    assert any(e.kind == "message" and "--skip-preflight" in e.message for e in events)
+
+
+def test_real_checks_on_this_machine() -> None:
+    cluster = default_local_cluster()
+    events: list[Event] = []
+    run = RunContext(cluster, RunOptions(dry_run=True), bus=EventBus([events.append]))
+    asyncio.run(Executor(run).run_tasks([(PreflightModule, t) for t in PreflightModule.tasks]))
+    rows = table(events)
+    host = cluster.spec.hosts[0].name
+    assert {c for (h, c) in rows if h == host} == set(CHECKS)
+    assert rows[(host, "cpu")][1].startswith(f"{os.cpu_count()} CPUs")
+    assert rows[(host, "ssh")][0] == "pass"
