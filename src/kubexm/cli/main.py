@@ -33,7 +33,7 @@ app.add_typer(generate.app, name="generate")
 try:  # the lab is optional tooling for tests and demos; the CLI works without it
     from kubexm.cli.lab import app as lab_app
 except ImportError:
-    lab_app = None
+    lab_app = None  # type: ignore[assignment]
 if lab_app is not None:
     app.add_typer(lab_app, name="lab")
 

@@ -44,6 +44,26 @@ class KnownHosts:
         ep = endpoint(address, port)
         return next((k for k in self._read() if k.endpoint == ep), None)
 
+    def forget(self, address: str, port: int = 22) -> bool:
+        """Drop the remembered key of an endpoint (a machine that was rebuilt on purpose)."""
+        ep = endpoint(address, port)
+        if not self.path.exists():
+            return False
+        with open(self.path.with_suffix(".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            known = self._read()
+            kept = [k for k in known if k.endpoint != ep]
+            if len(kept) == len(known):
+                return False
+            self._write(kept)
+        return True
+
+    def _write(self, keys: list[KnownKey]) -> None:
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text("".join(f"{k.name} {k.endpoint} {k.key}\n" for k in keys))
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, self.path)
+
     def remember(self, name: str, address: str, port: int, key: str) -> None:
         """Store (or replace) the key of an endpoint; concurrent runs serialise on a lock file."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -52,7 +72,4 @@ class KnownHosts:
             fcntl.flock(lock, fcntl.LOCK_EX)
             kept = [k for k in self._read() if k.endpoint != ep]
             kept.append(KnownKey(name, ep, key.strip()))
-            tmp = self.path.with_name(self.path.name + ".tmp")
-            tmp.write_text("".join(f"{k.name} {k.endpoint} {k.key}\n" for k in kept))
-            os.chmod(tmp, 0o600)
-            os.replace(tmp, self.path)
+            self._write(kept)

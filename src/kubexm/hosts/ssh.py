@@ -189,6 +189,15 @@ class SSHConnection(Connection):
             await self._drop()
             raise ConnectionFault(f"{self.name}: connection lost while running a command: {_reason(exc)}",
                                   hint="the engine retries; check the host if it persists") from None
+        if proc.exit_status is None and proc.exit_signal is None:
+            # The channel closed without the command reporting how it ended: the host or its sshd went away.
+            await self._drop()
+            raise ConnectionFault(f"{self.name}: connection lost while running a command (no exit status)",
+                                  hint="the engine retries; check the host if it persists")
+        if proc.exit_signal is not None:
+            signal_name = proc.exit_signal[0]
+            return 128 + _signal_number(signal_name), _bytes(proc.stdout), _bytes(proc.stderr) + \
+                f"\nkilled by signal {signal_name}".encode()
         status = proc.exit_status if proc.exit_status is not None else 255
         err = _bytes(proc.stderr)
         if sudo and not self.is_root and status != 0 and _sudo_refused(err):
@@ -292,6 +301,15 @@ def _bytes(value: Any) -> bytes:
     return value if isinstance(value, bytes) else str(value).encode()
 
 
+def _signal_number(name: str) -> int:
+    import signal
+
+    try:
+        return int(signal.Signals["SIG" + name.removeprefix("SIG")])
+    except KeyError:
+        return 0
+
+
 def _sudo_refused(stderr: bytes) -> bool:
     text = stderr.decode(errors="replace").lower()
     return ("incorrect password" in text or "a password is required" in text or "no password was provided" in text
@@ -303,5 +321,9 @@ def _reason(exc: BaseException) -> str:
         return "timed out"
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused"
+    if isinstance(exc, OSError) and exc.errno:
+        return os.strerror(exc.errno).lower()
     text = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    if "Multiple exceptions" in str(text) or "Connect call failed" in str(text):
+        return "no route to host or connection refused"
     return str(text)

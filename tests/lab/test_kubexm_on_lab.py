@@ -1,0 +1,72 @@
+"""kubexm itself against real lab nodes: ad-hoc commands, preflight, uploads, a node dying mid-run."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from kubexm.engine import RunContext, RunOptions
+from kubexm.spec.loader import load_cluster
+
+from .conftest import RunningLab, kubexm
+
+pytestmark = pytest.mark.lab
+
+
+def test_run_command_returns_each_nodes_own_name(lab: RunningLab) -> None:
+    res = kubexm("run", "command", "-f", str(lab.cluster_file), "--nodes", "*", "--", "hostname")
+    assert res.returncode == 0, res.stdout + res.stderr
+    for node in lab.nodes:
+        assert f"== {node} (exit 0)\n{node}\n" in res.stdout
+
+
+def test_preflight_passes_on_the_lab_with_container_warnings(lab: RunningLab) -> None:
+    res = kubexm("create", "cluster", "-f", str(lab.cluster_file), "-y")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "Preflight" in res.stdout
+    rows = [line for line in res.stdout.splitlines() if "│ container" in line]
+    assert len(rows) == 3 and all("warn" in r for r in rows)
+    assert "fail " not in res.stdout
+
+
+def test_large_upload_skips_on_second_run(lab: RunningLab, tmp_path: Path) -> None:
+    blob = tmp_path / "blob.bin"
+    blob.write_bytes(os.urandom(50 * 1024 * 1024))
+    cluster = load_cluster(lab.cluster_file)
+
+    async def upload_everywhere() -> list[bool]:
+        run = RunContext(cluster, RunOptions())
+        try:
+            return list(await asyncio.gather(*(run.host(n).upload(blob, "/opt/kubexm-test/blob.bin") for n in lab.nodes)))
+        finally:
+            await run.close()
+
+    assert asyncio.run(upload_everywhere()) == [True, True, True]
+    start = time.monotonic()
+    assert asyncio.run(upload_everywhere()) == [False, False, False]
+    assert time.monotonic() - start < 10
+    digest = lab.ssh("node2", "sha256sum /opt/kubexm-test/blob.bin").split()[0]
+    import hashlib
+
+    assert digest == hashlib.sha256(blob.read_bytes()).hexdigest()
+
+
+def test_killing_a_node_mid_run_fails_only_that_node(lab: RunningLab) -> None:
+    killer = threading.Timer(2.0, lambda: lab.lab.kill("node3"))
+    killer.start()
+    try:
+        res = kubexm("run", "command", "-f", str(lab.cluster_file), "--nodes", "*", "--", "sleep 5; hostname",
+                     timeout=180)
+    finally:
+        killer.join()
+    assert res.returncode == 1
+    assert "== node1 (exit 0)" in res.stdout and "== node2 (exit 0)" in res.stdout
+    assert "✗ node3" in res.stdout and "Traceback" not in res.stdout + res.stderr
+    failure = next(line for line in res.stdout.splitlines() if "✗ node3" in line)
+    assert "node3" in failure and ("connection" in failure or "connect" in failure)
+
