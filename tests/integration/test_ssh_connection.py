@@ -169,3 +169,26 @@ async def test_bastion_jump(sshd: SSHD) -> None:
         assert isinstance(conn, SSHConnection) and conn._tunnel is not None
     finally:
         await run.close()
+
+
+async def test_agent_authentication(sshd: SSHD, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import subprocess
+
+    sock = tmp_path / "agent.sock"
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL)
+    try:
+        for _ in range(50):
+            if sock.exists():
+                break
+            await asyncio.sleep(0.05)
+        subprocess.run(["ssh-add", "-q", str(sshd.key)], env={"SSH_AUTH_SOCK": str(sock)}, check=True)
+        monkeypatch.setenv("SSH_AUTH_SOCK", str(sock))
+        monkeypatch.setenv("HOME", str(tmp_path))  # no default keys in ~/.ssh: only the agent can succeed
+        conn = SSHConnection(host(sshd), ConnectOptions())
+        try:
+            assert await whoami(conn, sudo=False) == sshd.user
+        finally:
+            await conn.close()
+    finally:
+        agent.terminate()
+        agent.wait()

@@ -66,6 +66,8 @@ CASES = [
     ("    control-plane: [node1]", "    control-plane: [node1, node2]", 5, "spec.controlPlaneEndpoint.loadBalancer: 'none' with 2 control-plane hosts"),
     ("    worker: [node2, node3]", "    worker: node2", 17, "spec.roleGroups.worker: must be a valid list"),
     ("    version: v1.31.2", "    version: 1.31", 19, "spec.kubernetes.version: must be text; quote the value"),
+    ("    version: v1.31.2", "    version: v1.19.16", 19, "spec.kubernetes.version: v1.19.16 is not supported; kubexm deploys v1.22 to v1.34"),
+    ("    version: v1.31.2", "    version: v2.0.0", 19, "spec.kubernetes.version: v2.0.0 is not supported"),
     ("    version: v1.31.2", "    version: '1.31'", 19, "spec.kubernetes.version: '1.31' is not a version like v1.32.4"),
     ("    podCidr: 10.233.64.0/18", "    podCidr: 10.233.64.1/18", 20, "spec.kubernetes.podCidr: '10.233.64.1/18' is not a network in CIDR form"),
     ("    podCidr: 10.233.64.0/18", "    podCidr: banana", 20, "spec.kubernetes.podCidr: 'banana' is not a network"),

@@ -16,7 +16,7 @@ EventKind = Literal[
     "module.start", "module.end",
     "task.start", "task.end",
     "step.start", "step.end",
-    "host.retry", "report", "message",
+    "host.end", "host.retry", "report", "message",
 ]
 
 # Outcome of one step on one host.

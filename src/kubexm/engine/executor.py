@@ -150,6 +150,7 @@ class Executor:
                                  f"not started: stopping after a failure on {', '.join(failed_hosts)}")
                     return
                 ok = await self._walk_host(mname, task, run.host(name), stop)
+                run.emit(Event("host.end", module=mname, task=task.name, host=name, status="ok" if ok else "failed"))
                 if not ok:
                     failed_hosts.append(name)
                     if task.on_failure == "stop":

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from rich.console import Console
 from rich.markup import escape
-from rich.status import Status
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from kubexm.engine.events import Event
@@ -36,25 +36,33 @@ def report_table(title: str, columns: list[str], rows: list[list[str]]) -> Table
 
 
 class ConsoleView:
+    """Prints results as they come; on a terminal also a live bar per task (hosts done / hosts)."""
+
     def __init__(self, console: Console | None = None, verbose: bool = False) -> None:
         self.console = console or Console(highlight=False)
         self.verbose = verbose
-        self.status: Status | None = None
-        self.done = 0
+        self.progress: Progress | None = None
+        self.bar: TaskID | None = None
+        self.current: dict[str, str] = {}  # host -> what it is doing now
 
-    def _spin(self, text: str) -> None:
+    def _live(self) -> Progress | None:
         if not self.console.is_terminal:
-            return
-        if self.status is None:
-            self.status = self.console.status(text)
-            self.status.start()
-        else:
-            self.status.update(text)
+            return None  # quiet when not a terminal: only the result lines
+        if self.progress is None:
+            self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                                     MofNCompleteColumn(), TimeElapsedColumn(), console=self.console, transient=True)
+            self.progress.start()
+        return self.progress
+
+    def _describe_hosts(self, task: str) -> str:
+        busy = ", ".join(f"{h}: {s}" for h, s in list(self.current.items())[:3])
+        more = f" (+{len(self.current) - 3})" if len(self.current) > 3 else ""
+        return f"{task}  [dim]{escape(busy)}{more}[/]"
 
     def stop(self) -> None:
-        if self.status is not None:
-            self.status.stop()
-            self.status = None
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
 
     def __call__(self, e: Event) -> None:
         c = self.console
@@ -63,10 +71,19 @@ class ConsoleView:
         elif e.kind == "task.start":
             hosts = e.data.get("hosts", [])
             c.print(f"  [bold cyan]{e.task}[/] [dim]on {len(hosts)} host(s), {e.data.get('strategy', '')}[/]")
-            self._spin(f"{e.task}")
+            live = self._live()
+            if live is not None:
+                if self.bar is not None:
+                    live.remove_task(self.bar)
+                self.current = {}
+                self.bar = live.add_task(e.task or "", total=max(1, len(hosts)))
+        elif e.kind == "step.start" and self.progress is not None and self.bar is not None:
+            self.current[e.host or ""] = e.step or ""
+            self.progress.update(self.bar, description=self._describe_hosts(e.task or ""))
+        elif e.kind == "host.end" and self.progress is not None and self.bar is not None:
+            self.current.pop(e.host or "", None)
+            self.progress.update(self.bar, advance=1, description=self._describe_hosts(e.task or ""))
         elif e.kind == "step.end":
-            self.done += 1
-            self._spin(f"{e.task}: {self.done} step results")
             mark, word = MARKS.get(e.status or "", ("?", e.status or ""))
             if e.status == "ok" and not e.data.get("mutates", True):
                 word = "done"

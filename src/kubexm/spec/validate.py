@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 from collections import Counter
 
-from kubexm.spec.models import ROLE_NAMES, Cluster
+from kubexm.spec.models import ROLE_NAMES, SUPPORTED_K8S_MINORS, Cluster
 
 
 def validate_cluster(cluster: Cluster) -> list[str]:
@@ -89,6 +89,14 @@ def validate_cluster(cluster: Cluster) -> list[str]:
         )
     if lb.load_balancer == "haproxy-keepalived" and lb.address in {h.address for h in spec.hosts}:
         problems.append("spec.controlPlaneEndpoint.address: the VIP must be a free address, not a host's own")
+
+    minor = spec.kubernetes.minor
+    if (spec.kubernetes.version.startswith("v1.") and minor not in SUPPORTED_K8S_MINORS) or \
+            not spec.kubernetes.version.startswith("v1."):
+        problems.append(
+            f"spec.kubernetes.version: {spec.kubernetes.version} is not supported; kubexm deploys "
+            f"v1.{SUPPORTED_K8S_MINORS[0]} to v1.{SUPPORTED_K8S_MINORS[-1]}"
+        )
 
     pod = ipaddress.ip_network(spec.kubernetes.pod_cidr)
     svc = ipaddress.ip_network(spec.kubernetes.service_cidr)

@@ -342,6 +342,6 @@ class Greeting(Step):
         spec = cluster.spec
         rows = [[h.name, h.address, ", ".join(cluster.roles_of(h.name)) or "-"] for h in spec.hosts]
         host.run_ctx.emit_report(
-            f"kubexm {__version__} — cluster {cluster.name}: Kubernetes {spec.kubernetes.version}, "
+            f"⎈ kubexm {__version__} — cluster {cluster.name}: Kubernetes {spec.kubernetes.version}, "
             f"etcd {spec.etcd.version} ({spec.etcd.type}), {spec.container_runtime.type}, {spec.network.plugin}",
             ["host", "address", "roles"], rows)
