@@ -100,7 +100,8 @@ class Module:
             names = {task.name, *task.tags, *self.tags, self.name}
             if skip_tags & names:
                 continue
-            if tags and not (tags & names):
+            # "always" (as in Ansible): preflight checks run whatever --tags selects, unless skipped by name.
+            if tags and not (tags & names) and "always" not in task.tags:
                 continue
             out.append(task)
         return out

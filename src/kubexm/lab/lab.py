@@ -226,6 +226,11 @@ class Lab:
         hosts = "".join(f"    - name: {n.name}\n      address: {n.address}\n      user: root\n"
                         f"      privateKeyPath: {self.key}\n" for n in state.nodes)
         endpoint = "  controlPlaneEndpoint:\n    loadBalancer: internal\n" if len(control) > 1 else ""
+        from kubexm.lab.assets import etcd_local_source
+
+        assets, etcd_version = etcd_local_source()
+        endpoint += (f"  etcd:\n    version: {etcd_version}   # Debian's etcd, repacked by the lab\n"
+                     f"  assets:\n    localSource: {assets}\n")
         text = (f"# Written by `kubexm lab up` for lab '{self.name}' ({state.subnet}).\n"
                 f"apiVersion: kubexm.io/v1alpha1\nkind: Cluster\nmetadata:\n  name: {self.name}\nspec:\n"
                 f"  hosts:\n{hosts}  roleGroups:\n    etcd: [{', '.join(etcd)}]\n"

@@ -6,7 +6,7 @@ from kubexm.engine import Module, Task, all_hosts, deploy_machine
 from kubexm.steps.preflight import CheckHost, Greeting, LintClusterSpec, PreflightReport
 
 GreetingTask = Task(
-    "Greeting", steps=[Greeting()], hosts=deploy_machine(), tags=frozenset({"preflight"}),
+    "Greeting", steps=[Greeting()], hosts=deploy_machine(), tags=frozenset({"preflight", "always"}),
     description="show the version, the cluster and what will be deployed",
 )
 
@@ -16,7 +16,7 @@ LintTask = Task(
 )
 
 PreflightChecks = Task(
-    "PreflightChecks", steps=[CheckHost()], hosts=all_hosts(), tags=frozenset({"preflight"}),
+    "PreflightChecks", steps=[CheckHost()], hosts=all_hosts(), tags=frozenset({"preflight", "always"}),
     then=[PreflightReport()], then_on=deploy_machine(),
     # Every host is checked even when one fails, so the table shows the whole picture.
     on_failure="continue",

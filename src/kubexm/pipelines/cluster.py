@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from kubexm.engine import Pipeline
+from kubexm.modules.etcd import EtcdModule
 from kubexm.modules.preflight import PreflightModule
 
 CREATE_CLUSTER = Pipeline(
-    "CreateClusterPipeline", modules=[PreflightModule],
+    "CreateClusterPipeline", modules=[PreflightModule, EtcdModule],
     description="create a cluster: preflight, then every component module the spec enables",
 )

@@ -124,6 +124,24 @@ class PKI:
         self._save(spec.path, sign_leaf(spec, key, ca_cert, ca_key, self.leaf_days), key)
         return Change(spec.path, reason)
 
+    def pending(self, specs: Iterable[CertSpec]) -> list[Change]:
+        """What ``ensure`` would do, without writing anything (for checks and plans)."""
+        out = []
+        cas_missing = set()
+        for spec in sorted(specs, key=lambda s: not s.is_ca):
+            if spec.is_ca:
+                if not self.exists(spec.path):
+                    cas_missing.add(spec.path)
+                    out.append(Change(spec.path, "created"))
+                continue
+            if spec.ca in cas_missing:
+                out.append(Change(spec.path, "created"))
+                continue
+            reason = self._leaf_reason(spec)
+            if reason:
+                out.append(Change(spec.path, reason))
+        return out
+
     def ensure(self, specs: Iterable[CertSpec]) -> list[Change]:
         """Issue what is missing or stale; CAs first so leaves can be signed."""
         ordered = sorted(specs, key=lambda s: not s.is_ca)

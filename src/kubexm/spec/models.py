@@ -230,6 +230,15 @@ class Preflight(SpecModel):
     max_clock_skew_seconds: float = 5.0
 
 
+class Assets(SpecModel):
+    """Where component files come from: a local source (air-gapped), or downloads via an optional mirror."""
+
+    local_source: str | None = Field(default=None, description="directory with manifest.yaml; replaces downloads")
+    mirror: str | None = Field(default=None, description="URL prefix replacing upstream hosts, e.g. a China mirror")
+    checksums: dict[str, dict[str, dict[str, str]]] = Field(
+        default_factory=dict, description="component -> version -> arch -> sha256, for versions not in the catalog")
+
+
 class ClusterSpec(SpecModel):
     hosts: list[Host]
     bastions: list[Bastion] = Field(default_factory=list)
@@ -243,6 +252,7 @@ class ClusterSpec(SpecModel):
     addons: list[Addon] = Field(default_factory=list)
     system: System = Field(default_factory=System)
     preflight: Preflight = Field(default_factory=Preflight)
+    assets: Assets = Field(default_factory=Assets)
 
 
 class Metadata(SpecModel):

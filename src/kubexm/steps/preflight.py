@@ -60,6 +60,9 @@ ROLE_PORTS: dict[str, tuple[int, ...]] = {
     "control-plane": (6443, 10257, 10259),
     "worker": (10250,),
 }
+# The process kubexm installs on each port (names as the kernel shows them, cut at 15 characters).
+PORT_OWNERS = {2379: "etcd", 2380: "etcd", 6443: "kube-apiserver", 10250: "kubelet", 10257: "kube-controller",
+               10259: "kube-scheduler"}
 REACH_PORTS: dict[str, tuple[int, ...]] = {"etcd": (2379, 2380), "control-plane": (6443,), "worker": (10250,)}
 MIN_KERNEL = (4, 19)  # kubeadm's system verification warns below this for current Kubernetes releases
 _RFC1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -83,8 +86,10 @@ def probe_script(peers: list[tuple[str, str, int]]) -> str:
     lines = ["export LC_ALL=C"]
     for cmd in [*REQUIRED_COMMANDS, *(c for group in ANY_OF_COMMANDS.values() for c in group)]:
         lines.append(f"command -v {cmd} >/dev/null 2>&1 && echo cmd_{cmd}=1 || echo cmd_{cmd}=0")
-    lines.append("echo \"listen=$( (ss -ltnH 2>/dev/null || netstat -ltn 2>/dev/null | tail -n +3) "
-                 "| awk '{print $4}' | sed 's/.*://' | sort -un | tr '\\n' ' ')\"")
+    # port/process pairs, e.g. "2379/etcd": a port held by the component kubexm itself installed is fine.
+    lines.append("echo \"listen=$(ss -ltnpH 2>/dev/null | awk '{split($4,a,\":\"); p=a[length(a)]; "
+                 "n=\"?\"; if (match($0, /\\(\\(\"[^\"]+\"/)) n=substr($0, RSTART+3, RLENGTH-4); print p \"/\" n}' "
+                 "| sort -u | tr '\\n' ' ')\"")
     lines.append("getent hosts \"$(hostname)\" >/dev/null 2>&1 && echo dns_self=1 || echo dns_self=0")
     lines.append("echo have_bash=$(command -v bash >/dev/null 2>&1 && echo 1 || echo 0)")
     for name, addr, port in peers:
@@ -209,13 +214,20 @@ def evaluate(cluster: Cluster, name: str, facts: Facts, probe: dict[str, str], s
                              f"{limits.max_clock_skew_seconds:g}s); TLS and etcd need synchronised clocks — "
                              "fix NTP or set spec.system.ntpServers")
 
-    listening = {int(p) for p in probe.get("listen", "").split() if p.isdigit()}
-    busy = [p for p in _ports_for(roles, ROLE_PORTS) if p in listening]
+    owners: dict[int, str] = {}
+    for token in probe.get("listen", "").split():
+        port, _, proc = token.partition("/")
+        if port.isdigit():
+            owners.setdefault(int(port), proc or "?")
+    wanted = _ports_for(roles, ROLE_PORTS)
+    ours = [p for p in wanted if p in owners and owners[p] == PORT_OWNERS.get(p)]
+    busy = [f"{p} ({owners[p]})" for p in wanted if p in owners and p not in ours]
     if busy:
-        add("ports", "fail", f"already in use: {', '.join(map(str, busy))}; stop what listens there "
-                             "(or it is a previous install: `kubexm delete cluster`)")
+        add("ports", "fail", f"already in use: {', '.join(busy)}; stop what listens there")
+    elif ours:
+        add("ports", "pass", "held by kubexm's own components: " + ", ".join(f"{p} ({owners[p]})" for p in ours))
     else:
-        add("ports", "pass", f"free: {', '.join(map(str, _ports_for(roles, ROLE_PORTS))) or 'none needed'}")
+        add("ports", "pass", f"free: {', '.join(map(str, wanted)) or 'none needed'}")
 
     if not peers:
         add("network", "pass", "no other hosts to reach")

@@ -15,5 +15,5 @@ def environment() -> Environment:
                        keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
 
 
-def render(name: str, **values: Any) -> str:
-    return environment().get_template(name).render(**values)
+def render(template: str, /, **values: Any) -> str:
+    return environment().get_template(template).render(**values)

@@ -1,0 +1,236 @@
+"""etcd on hosts: binaries from assets, certificates from kubexm's PKI, env + unit, health over TLS."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shlex
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kubexm.assets import Asset, AssetStore
+from kubexm.engine.context import HostContext
+from kubexm.engine.step import Step
+from kubexm.errors import StepFailed
+from kubexm.pki import PKI
+from kubexm.pki.layout import etcd_specs
+from kubexm.spec.models import Cluster
+
+BIN = "/usr/local/bin"
+PKI_DIR = "/etc/kubernetes/pki/etcd"
+ENV_FILE = "/etc/etcd.env"
+UNIT_FILE = "/etc/systemd/system/etcd.service"
+ASSET_DIR = "/var/lib/kubexm/assets"
+MARKER = f"{BIN}/.kubexm-etcd.sha256"
+
+
+def cluster_pki(cluster: Cluster) -> PKI:
+    return PKI.for_cluster(cluster.name)
+
+
+def etcd_members(cluster: Cluster) -> list[tuple[str, str]]:
+    return [(h.name, h.internal_ip) for h in cluster.hosts_with_role("etcd")]
+
+
+def initial_cluster(cluster: Cluster) -> str:
+    return ",".join(f"{name}=https://{ip}:2380" for name, ip in etcd_members(cluster))
+
+
+def etcdctl(command: str, endpoints: str = "https://127.0.0.1:2379") -> str:
+    """An etcdctl command line on a member, authenticated with the health-check client certificate."""
+    return (f"ETCDCTL_API=3 {BIN}/etcdctl --endpoints={endpoints} --cacert={PKI_DIR}/ca.crt "
+            f"--cert={PKI_DIR}/healthcheck-client.crt --key={PKI_DIR}/healthcheck-client.key "
+            f"--command-timeout=10s {command}")
+
+
+def asset_store(cluster: Cluster) -> AssetStore:
+    a = cluster.spec.assets
+    return AssetStore(Path(a.local_source).expanduser() if a.local_source else None, a.mirror, a.checksums)
+
+
+async def etcd_asset(host: HostContext) -> tuple[Asset, Path]:
+    """The verified etcd archive for this host's architecture, resolved once per run and arch."""
+    arch = (await host.facts()).arch
+    run = host.run_ctx
+    key = f"asset:etcd:{arch}"
+    if key not in run.shared:
+        store = asset_store(host.cluster)
+        run.shared[key] = await asyncio.to_thread(store.get, "etcd", host.cluster.spec.etcd.version, arch)
+    found: tuple[Asset, Path] = run.shared[key]
+    return found
+
+
+@dataclass(frozen=True)
+class EnsureEtcdPKI(Step):
+    """CA, member and client certificates for etcd on the deploy machine (CAs are reused)."""
+
+    def describe(self) -> str:
+        return "generate etcd certificates (reuse the CA)"
+
+    async def check(self, host: HostContext) -> bool:
+        return not cluster_pki(host.cluster).pending(etcd_specs(host.cluster))
+
+    async def run(self, host: HostContext) -> None:
+        changes = cluster_pki(host.cluster).ensure(etcd_specs(host.cluster))
+        host.emit("message", message="; ".join(f"{c.path}: {c.reason}" for c in changes))
+
+
+@dataclass(frozen=True)
+class InstallEtcdBinaries(Step):
+    """etcd and etcdctl in /usr/local/bin from the verified release archive."""
+
+    def describe(self) -> str:
+        return "install etcd and etcdctl binaries"
+
+    async def check(self, host: HostContext) -> bool:
+        asset, _ = await etcd_asset(host)
+        res = await host.run(f"cat {MARKER} && test -x {BIN}/etcd && test -x {BIN}/etcdctl", check=False)
+        return res.ok and res.stdout.split()[:1] == [asset.sha256]
+
+    async def run(self, host: HostContext) -> None:
+        asset, path = await etcd_asset(host)
+        remote = f"{ASSET_DIR}/{asset.file}"
+        await host.upload(path, remote, mode=0o644)
+        tmp = f"/tmp/kubexm-etcd-{asset.sha256[:12]}"
+        await host.run(
+            f"rm -rf {tmp} && mkdir -p {tmp} && tar -xzf {shlex.quote(remote)} -C {tmp} --strip-components=1 && "
+            f"install -m 0755 {tmp}/etcd {tmp}/etcdctl {BIN}/ && echo {asset.sha256} > {MARKER} && rm -rf {tmp}")
+        host.vars.setdefault("changed_files", set()).add(f"{BIN}/etcd")
+
+
+def member_files(cluster: Cluster, name: str) -> list[tuple[str, str, int]]:
+    """(local file in the PKI, path on the member, mode) for one member."""
+    return [
+        ("etcd/ca.crt", f"{PKI_DIR}/ca.crt", 0o644),
+        (f"etcd/nodes/{name}/server.crt", f"{PKI_DIR}/server.crt", 0o644),
+        (f"etcd/nodes/{name}/server.key", f"{PKI_DIR}/server.key", 0o600),
+        (f"etcd/nodes/{name}/peer.crt", f"{PKI_DIR}/peer.crt", 0o644),
+        (f"etcd/nodes/{name}/peer.key", f"{PKI_DIR}/peer.key", 0o600),
+        ("etcd/healthcheck-client.crt", f"{PKI_DIR}/healthcheck-client.crt", 0o644),
+        ("etcd/healthcheck-client.key", f"{PKI_DIR}/healthcheck-client.key", 0o600),
+    ]
+
+
+@dataclass(frozen=True)
+class PlaceEtcdCerts(Step):
+    """The member's own server/peer pair, the CA and the health-check client, in kubeadm's layout."""
+
+    def describe(self) -> str:
+        return f"place etcd certificates in {PKI_DIR}"
+
+    def _files(self, host: HostContext) -> list[tuple[bytes, str, int]]:
+        root = cluster_pki(host.cluster).root
+        out = []
+        for local, remote, mode in member_files(host.cluster, host.name):
+            try:
+                out.append(((root / local).read_bytes(), remote, mode))
+            except FileNotFoundError:
+                raise StepFailed(f"{root / local} is missing", hint="run GenerateEtcdPKI first (kubexm create cluster "
+                                                                     "--tags etcd)") from None
+        return out
+
+    async def check(self, host: HostContext) -> bool:
+        import hashlib
+
+        files = self._files(host)
+        paths = " ".join(shlex.quote(r) for _, r, _ in files)
+        res = await host.run(f"sha256sum {paths} 2>/dev/null", check=False)
+        have = {line.split()[1]: line.split()[0] for line in res.stdout.splitlines() if len(line.split()) == 2}
+        return all(have.get(r) == hashlib.sha256(data).hexdigest() for data, r, _ in files)
+
+    async def run(self, host: HostContext) -> None:
+        await host.run(f"mkdir -p {PKI_DIR} && chmod 0755 {PKI_DIR}")
+        for data, remote, mode in self._files(host):
+            if await host.upload(data, remote, mode=mode):
+                host.vars.setdefault("changed_files", set()).add(remote)
+
+
+def env_values(host: HostContext, state: str = "new") -> tuple[tuple[str, Any], ...]:
+    cluster = host.cluster
+    etcd = cluster.spec.etcd
+    return (("name", host.name), ("cluster_name", cluster.name), ("address", host.address),
+            ("data_dir", etcd.data_dir), ("initial_cluster", initial_cluster(cluster)), ("state", state),
+            ("token", f"kubexm-{cluster.name}"), ("pki", PKI_DIR), ("bin", BIN),
+            ("extra_args", tuple(sorted(etcd.extra_args.items()))))
+
+
+@dataclass(frozen=True)
+class EtcdService(Step):
+    """Enable and start etcd (without blocking: a new member waits for its peers), restart on changes."""
+
+    watched: tuple[str, ...] = (ENV_FILE, UNIT_FILE, f"{BIN}/etcd", f"{PKI_DIR}/server.crt", f"{PKI_DIR}/peer.crt",
+                                f"{PKI_DIR}/ca.crt")
+
+    def describe(self) -> str:
+        return "enable and start etcd"
+
+    def _changed(self, host: HostContext) -> bool:
+        changed: set[str] = host.vars.get("changed_files", set())
+        return any(p in changed for p in self.watched)
+
+    async def check(self, host: HostContext) -> bool:
+        res = await host.run("systemctl is-enabled etcd && systemctl is-active etcd", check=False)
+        return res.ok and not self._changed(host)
+
+    async def run(self, host: HostContext) -> None:
+        verb = "restart" if self._changed(host) else "start"
+        await host.run(f"systemctl daemon-reload && systemctl enable etcd && systemctl {verb} --no-block etcd")
+
+
+async def cluster_health(host: HostContext) -> tuple[bool, str]:
+    """Ask one member for the health of every member (over TLS with the health-check client)."""
+    res = await host.run(etcdctl("endpoint health --cluster -w json"), check=False, timeout=30)
+    if not res.ok:
+        return False, (res.stderr or res.stdout).strip().splitlines()[-1:][0] if (res.stderr or res.stdout).strip() \
+            else f"etcdctl exited {res.exit_status}"
+    try:
+        endpoints = json.loads(res.stdout)
+    except ValueError:
+        return False, res.stdout.strip()[:200]
+    bad = [e.get("endpoint", "?") + ": " + str(e.get("error", "unhealthy")) for e in endpoints if not e.get("health")]
+    want = len(etcd_members(host.cluster))
+    if bad:
+        return False, "; ".join(bad)
+    if len(endpoints) < want:
+        return False, f"{len(endpoints)} of {want} members answer"
+    return True, f"{len(endpoints)} members healthy"
+
+
+@dataclass(frozen=True)
+class WaitEtcdHealthy(Step):
+    """Wait until every member reports healthy over TLS (once, after all members started)."""
+
+    timeout: float = 120.0
+    mutates = False
+
+    def describe(self) -> str:
+        return "wait until every etcd member is healthy over TLS"
+
+    async def run(self, host: HostContext) -> None:
+        deadline = time.monotonic() + self.timeout
+        last = ""
+        while time.monotonic() < deadline:
+            ok, last = await cluster_health(host)
+            if ok:
+                host.emit("message", message=f"etcd: {last}")
+                return
+            await asyncio.sleep(2)
+        raise StepFailed(f"etcd did not become healthy in {self.timeout:.0f}s: {last}",
+                         hint="see `journalctl -u etcd` on the members (kubexm run command --nodes etcd -- "
+                              "journalctl -u etcd -n 20)")
+
+
+def install_steps(host: HostContext) -> list[Step]:
+    from kubexm.steps.common import Template
+
+    return [
+        InstallEtcdBinaries(),
+        PlaceEtcdCerts(),
+        Template("etcd/etcd.env.j2", ENV_FILE, 0o644, env_values(host)),
+        Template("etcd/etcd.service.j2", UNIT_FILE, 0o644, env_values(host)),
+        EtcdService(),
+    ]
+
+
