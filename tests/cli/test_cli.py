@@ -94,7 +94,7 @@ def test_offline_plan_does_not_connect(capsys: pytest.CaptureFixture[str], clust
 
 def test_create_records_state_context_and_audit(capsys: pytest.CaptureFixture[str], cluster_file: Path,
                                                 fleet: MemoryFleet, kubexm_home: Path) -> None:
-    code, out, err = cli(capsys, "create", "cluster", "-f", str(cluster_file), "-y")
+    code, out, err = cli(capsys, "create", "cluster", "-f", str(cluster_file), "-y", "--tags", "preflight")
     assert code == 0, out + err
     assert "Preflight" in out and "done:" in out
     code, out, _ = cli(capsys, "get", "clusters", "-o", "json")
@@ -138,7 +138,8 @@ def test_run_command_output_and_exit_codes(capsys: pytest.CaptureFixture[str], c
 
 def test_json_log_format_is_one_event_per_line(capsys: pytest.CaptureFixture[str], cluster_file: Path,
                                                fleet: MemoryFleet) -> None:
-    code, out, _ = cli(capsys, "create", "cluster", "-f", str(cluster_file), "--dry-run", "--log-format", "json")
+    code, out, _ = cli(capsys, "create", "cluster", "-f", str(cluster_file), "--dry-run", "--log-format", "json",
+                       "--tags", "preflight")
     assert code == 0
     events = [json.loads(line) for line in out.splitlines()]
     kinds = {e["kind"] for e in events}

@@ -13,7 +13,7 @@ from typing import Any
 from kubexm.assets import Asset, AssetStore
 from kubexm.engine.context import HostContext
 from kubexm.engine.step import Step
-from kubexm.errors import StepFailed
+from kubexm.errors import KubexmError, StepFailed
 from kubexm.pki import PKI
 from kubexm.pki.layout import etcd_specs
 from kubexm.spec.models import Cluster
@@ -85,7 +85,10 @@ class InstallEtcdBinaries(Step):
         return "install etcd and etcdctl binaries"
 
     async def check(self, host: HostContext) -> bool:
-        asset, _ = await etcd_asset(host)
+        try:
+            asset, _ = await etcd_asset(host)
+        except KubexmError as exc:  # a plan shows the gap; a real run fails on it in run()
+            raise StepFailed(exc.message, exc.hint) from None
         res = await host.run(f"cat {MARKER} && test -x {BIN}/etcd && test -x {BIN}/etcdctl", check=False)
         return res.ok and res.stdout.split()[:1] == [asset.sha256]
 
