@@ -132,3 +132,11 @@ def run_task(cluster: Cluster, task_name: str, options: RunOptions, *, listeners
     return execute(cluster, [(module, task)], options, name=f"task {task.name}",
                    command_line=command_line or f"kubexm run task {task_name}", listeners=listeners,
                    factory=factory)
+
+
+def run_pipeline(cluster: Cluster, pipeline_name: str, options: RunOptions, *, command_line: str,
+                 listeners: Sequence[Listener] = (), factory: ConnectionFactory | None = None) -> Outcome:
+    """Run a registered pipeline (backup, restore, certs ...) with lock, history and audit."""
+    pipeline = get_registry().pipeline(pipeline_name)
+    return execute(cluster, pipeline.plan(cluster, options.tags, options.skip_tags), options, name=pipeline.name,
+                   command_line=command_line, listeners=listeners, factory=factory)

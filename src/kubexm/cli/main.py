@@ -11,7 +11,7 @@ import typer
 from rich.markup import escape
 
 from kubexm import __version__
-from kubexm.cli import audit, create, generate, inspect, run
+from kubexm.cli import audit, create, etcd_ops, generate, inspect, run
 from kubexm.cli.common import err_console
 from kubexm.errors import KubexmError
 
@@ -29,6 +29,9 @@ app.add_typer(inspect.describe_app, name="describe")
 app.add_typer(inspect.config_app, name="config")
 app.add_typer(audit.app, name="audit")
 app.add_typer(generate.app, name="generate")
+app.add_typer(etcd_ops.backup_app, name="backup")
+app.add_typer(etcd_ops.restore_app, name="restore")
+app.add_typer(etcd_ops.certs_app, name="certs")
 
 try:  # the lab is optional tooling for tests and demos; the CLI works without it
     from kubexm.cli.lab import app as lab_app

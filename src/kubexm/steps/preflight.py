@@ -141,8 +141,8 @@ def evaluate(cluster: Cluster, name: str, facts: Facts, probe: dict[str, str], s
     if versions and (facts.os_version in versions or major in versions):
         add("os", "pass", facts.os_pretty or f"{facts.os_id} {facts.os_version}")
     else:
-        wanted = "; ".join(f"{k} {'/'.join(v)}" for k, v in SUPPORTED_OS.items())
-        add("os", "fail", f"{facts.os_pretty or facts.os_id} is not supported (supported: {wanted})")
+        supported = "; ".join(f"{k} {'/'.join(v)}" for k, v in SUPPORTED_OS.items())
+        add("os", "fail", f"{facts.os_pretty or facts.os_id} is not supported (supported: {supported})")
 
     if facts.arch in ("amd64", "arm64"):
         add("arch", "pass", facts.arch)
@@ -216,9 +216,9 @@ def evaluate(cluster: Cluster, name: str, facts: Facts, probe: dict[str, str], s
 
     owners: dict[int, str] = {}
     for token in probe.get("listen", "").split():
-        port, _, proc = token.partition("/")
-        if port.isdigit():
-            owners.setdefault(int(port), proc or "?")
+        port_text, _, proc = token.partition("/")
+        if port_text.isdigit():
+            owners.setdefault(int(port_text), proc or "?")
     wanted = _ports_for(roles, ROLE_PORTS)
     ours = [p for p in wanted if p in owners and owners[p] == PORT_OWNERS.get(p)]
     busy = [f"{p} ({owners[p]})" for p in wanted if p in owners and p not in ours]

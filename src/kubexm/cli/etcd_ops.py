@@ -1,0 +1,123 @@
+"""``kubexm backup cluster``, ``kubexm restore cluster``, ``kubexm certs check|renew``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from kubexm import api
+from kubexm.cli.common import (
+    AcceptKeyOpt,
+    ContextOpt,
+    DryRunOpt,
+    FileOpt,
+    LogFormat,
+    LogFormatOpt,
+    command_line,
+    exit_with,
+    finish,
+    run_options,
+    views,
+)
+
+backup_app = typer.Typer(help="Back up a cluster (etcd snapshot, optionally the PKI).", no_args_is_help=True)
+restore_app = typer.Typer(help="Restore a cluster from a kubexm backup.", no_args_is_help=True)
+certs_app = typer.Typer(help="Certificates: expiry everywhere, renewal without downtime.", no_args_is_help=True)
+
+YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="do not ask for confirmation")]
+
+
+@backup_app.command("cluster")
+def backup_cluster(
+    to_location: Annotated[Path, typer.Option("--to-location", help="directory on this machine for the archive")],
+    file: FileOpt = None,
+    cluster: ContextOpt = None,
+    include_pki: Annotated[bool, typer.Option("--include-pki", help="put the cluster's PKI in the archive too")] = False,
+    prefix: Annotated[str, typer.Option("--prefix", help="archive name prefix")] = "",
+    log_format: LogFormatOpt = LogFormat.text,
+    accept_new_host_key: AcceptKeyOpt = None,
+) -> None:
+    """Snapshot etcd on a healthy member; keep the verified archive (and retention) in --to-location."""
+    target = api.resolve_cluster(file, cluster)
+    options = run_options(accept_keys=accept_new_host_key)
+    options.extra.update({"to_location": str(to_location), "include_pki": include_pki, "prefix": prefix})
+    listeners, view = views(log_format)
+    outcome = api.run_pipeline(target, "BackupClusterPipeline", options, command_line=command_line(),
+                               listeners=listeners)
+    exit_with(finish(outcome, view, log_format))
+
+
+@restore_app.command("cluster")
+def restore_cluster(
+    from_file: Annotated[Path, typer.Option("--from", help="a .tar.gz written by `kubexm backup cluster`")],
+    file: FileOpt = None,
+    cluster: ContextOpt = None,
+    yes: YesOpt = False,
+    force: Annotated[bool, typer.Option("--force", help="restore a backup taken of another cluster")] = False,
+    log_format: LogFormatOpt = LogFormat.text,
+    accept_new_host_key: AcceptKeyOpt = None,
+) -> None:
+    """Stop every etcd member, restore the snapshot on each, start them and wait for health."""
+    target = api.resolve_cluster(file, cluster)
+    from kubexm.steps.etcd_backup import open_backup
+
+    open_backup(from_file)  # refuse a bad archive before asking anything
+    if not yes and sys.stdin.isatty() and not typer.confirm(
+            f"replace all etcd data of cluster {target.name} with {from_file}?", default=False):
+        raise typer.Exit(1)
+    options = run_options(accept_keys=accept_new_host_key)
+    options.force = force
+    options.extra["from_file"] = str(from_file)
+    listeners, view = views(log_format)
+    outcome = api.run_pipeline(target, "RestoreClusterPipeline", options, command_line=command_line(),
+                               listeners=listeners)
+    exit_with(finish(outcome, view, log_format))
+
+
+@certs_app.command("check")
+def certs_check(
+    file: FileOpt = None,
+    cluster: ContextOpt = None,
+    warn_days: Annotated[int, typer.Option("--warn-days", help="warn when fewer days are left")] = 30,
+    log_format: LogFormatOpt = LogFormat.text,
+    accept_new_host_key: AcceptKeyOpt = None,
+) -> None:
+    """Every certificate on every node and on this machine with its CA and days left.
+
+    Exit code: 0 all fine, 1 a host could not be read, 3 some expire within --warn-days, 4 some expired.
+    """
+    target = api.resolve_cluster(file, cluster)
+    options = run_options(accept_keys=accept_new_host_key)
+    options.extra["warn_days"] = warn_days
+    listeners, view = views(log_format)
+    outcome = api.run_pipeline(target, "CheckCertsPipeline", options, command_line=command_line(),
+                               listeners=listeners)
+    code = finish(outcome, view, log_format)
+    worst = outcome.shared.get("certs_worst")
+    exit_with(code or {"expiring": 3, "expired": 4}.get(str(worst), 0))
+
+
+@certs_app.command("renew")
+def certs_renew(
+    which: Annotated[str, typer.Argument(help="all, etcd, or one certificate (e.g. etcd/nodes/node1/server)")] = "all",
+    file: FileOpt = None,
+    cluster: ContextOpt = None,
+    dry_run: DryRunOpt = False,
+    yes: YesOpt = False,
+    log_format: LogFormatOpt = LogFormat.text,
+    accept_new_host_key: AcceptKeyOpt = None,
+) -> None:
+    """New leaves from the same CA, distributed, then a rolling restart one member at a time."""
+    target = api.resolve_cluster(file, cluster)
+    if not dry_run and not yes and sys.stdin.isatty() and not typer.confirm(
+            f"renew {which} certificates of {target.name} and restart etcd member by member?", default=False):
+        raise typer.Exit(1)
+    options = run_options(dry_run=dry_run, accept_keys=accept_new_host_key)
+    options.extra["renew"] = which
+    listeners, view = views(log_format)
+    outcome = api.run_pipeline(target, "RenewCertsPipeline", options, command_line=command_line(),
+                               listeners=listeners)
+    exit_with(finish(outcome, view, log_format))
