@@ -57,8 +57,10 @@ def lab_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     missing = [t for t in ("systemd-nspawn", "debootstrap") if shutil.which(t) is None]
     assert not missing, f"{missing} missing: `make test` installs systemd-container and debootstrap"
     home = tmp_path_factory.mktemp("labhome")
-    saved = {k: os.environ.get(k) for k in ("KUBEXM_LAB_HOME", "KUBEXM_LAB_CACHE")}
+    saved = {k: os.environ.get(k) for k in ("KUBEXM_LAB_HOME", "KUBEXM_LAB_CACHE", "KUBEXM_HOME")}
     os.environ["KUBEXM_LAB_HOME"] = str(home)
+    # Session-wide, so that module- and session-scoped fixtures see the same PKI and state as the tests.
+    os.environ["KUBEXM_HOME"] = str(home / "kubexm-home")
     # The Debian base is built once per machine and reused by every later test session.
     os.environ.setdefault("KUBEXM_LAB_CACHE", "/var/cache/kubexm/lab-base")
     try:
@@ -92,3 +94,12 @@ def lab(running_lab: RunningLab) -> RunningLab:
             running_lab.lab.start(node.name)
     running_lab.refresh()
     return running_lab
+
+
+@pytest.fixture(autouse=True)
+def kubexm_home(lab_env: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Lab tests share one $KUBEXM_HOME for the session: the cluster's PKI and state outlive a single test,
+    as they do for a user."""
+    home = lab_env / "kubexm-home"
+    monkeypatch.setenv("KUBEXM_HOME", str(home))
+    return home
