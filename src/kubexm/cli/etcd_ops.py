@@ -121,3 +121,65 @@ def certs_renew(
     outcome = api.run_pipeline(target, "RenewCertsPipeline", options, command_line=command_line(),
                                listeners=listeners)
     exit_with(finish(outcome, view, log_format))
+
+
+nodes_add_app = typer.Typer(help="Add nodes to a cluster (etcd members so far).", no_args_is_help=True)
+nodes_delete_app = typer.Typer(help="Delete nodes from a cluster (etcd membership so far).", no_args_is_help=True)
+
+
+@nodes_add_app.command("nodes")
+def add_nodes(
+    nodes: Annotated[str, typer.Option("--nodes", help="hosts of the cluster file to add, comma-separated")],
+    role: Annotated[str, typer.Option("--role", help="role they join as")] = "etcd",
+    file: FileOpt = None,
+    cluster: ContextOpt = None,
+    dry_run: DryRunOpt = False,
+    log_format: LogFormatOpt = LogFormat.text,
+    accept_new_host_key: AcceptKeyOpt = None,
+) -> None:
+    """Add hosts listed in the cluster file as etcd members, one at a time, waiting for health in between."""
+    from kubexm.errors import UsageError
+
+    if role != "etcd":
+        raise UsageError(f"--role {role}: kubexm can add etcd members so far",
+                         hint="control-plane and worker nodes come with the Kubernetes modules")
+    target = api.resolve_cluster(file, cluster)
+    options = run_options(dry_run=dry_run, nodes=nodes, accept_keys=accept_new_host_key)
+    etcd_names = {h.name for h in target.hosts_with_role("etcd")}
+    missing = [n for n in api_match(target, nodes) if n not in etcd_names]
+    if missing:
+        raise UsageError(f"{', '.join(missing)} not listed in spec.roleGroups.etcd of the cluster file",
+                         hint="add them to roleGroups.etcd (and spec.hosts) first")
+    listeners, view = views(log_format)
+    outcome = api.run_pipeline(target, "AddNodesPipeline", options, command_line=command_line(), listeners=listeners)
+    exit_with(finish(outcome, view, log_format))
+
+
+@nodes_delete_app.command("nodes")
+def delete_nodes(
+    nodes: Annotated[str, typer.Option("--nodes", help="hosts to remove, comma-separated")],
+    file: FileOpt = None,
+    cluster: ContextOpt = None,
+    force: Annotated[bool, typer.Option("--force", help="remove even if the cluster drops below quorum")] = False,
+    yes: YesOpt = False,
+    log_format: LogFormatOpt = LogFormat.text,
+    accept_new_host_key: AcceptKeyOpt = None,
+) -> None:
+    """Remove hosts from etcd one at a time (member remove, stop, clean); refuses the last member or quorum loss."""
+    target = api.resolve_cluster(file, cluster)
+    if not yes and sys.stdin.isatty() and not typer.confirm(f"remove {nodes} from {target.name}?", default=False):
+        raise typer.Exit(1)
+    options = run_options(nodes=nodes, accept_keys=accept_new_host_key)
+    options.force = force
+    listeners, view = views(log_format)
+    outcome = api.run_pipeline(target, "DeleteNodesPipeline", options, command_line=command_line(),
+                               listeners=listeners)
+    exit_with(finish(outcome, view, log_format))
+
+
+def api_match(cluster: object, nodes: str) -> list[str]:
+    from kubexm.engine import match_hosts
+    from kubexm.spec.models import Cluster
+
+    assert isinstance(cluster, Cluster)
+    return match_hosts(cluster, [nodes])

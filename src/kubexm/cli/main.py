@@ -32,6 +32,8 @@ app.add_typer(generate.app, name="generate")
 app.add_typer(etcd_ops.backup_app, name="backup")
 app.add_typer(etcd_ops.restore_app, name="restore")
 app.add_typer(etcd_ops.certs_app, name="certs")
+app.add_typer(etcd_ops.nodes_add_app, name="add")
+app.add_typer(etcd_ops.nodes_delete_app, name="delete")
 
 try:  # the lab is optional tooling for tests and demos; the CLI works without it
     from kubexm.cli.lab import app as lab_app

@@ -4,6 +4,13 @@ from __future__ import annotations
 
 from kubexm.pipelines.adhoc import RUN_COMMAND
 from kubexm.pipelines.cluster import CREATE_CLUSTER
-from kubexm.pipelines.etcd_ops import BACKUP_CLUSTER, CHECK_CERTS, RENEW_CERTS, RESTORE_CLUSTER
+from kubexm.pipelines.etcd_ops import (
+    ADD_NODES,
+    BACKUP_CLUSTER,
+    CHECK_CERTS,
+    DELETE_NODES,
+    RENEW_CERTS,
+    RESTORE_CLUSTER,
+)
 
-ALL = [CREATE_CLUSTER, RUN_COMMAND, BACKUP_CLUSTER, RESTORE_CLUSTER, CHECK_CERTS, RENEW_CERTS]
+ALL = [CREATE_CLUSTER, RUN_COMMAND, BACKUP_CLUSTER, RESTORE_CLUSTER, CHECK_CERTS, RENEW_CERTS, ADD_NODES, DELETE_NODES]

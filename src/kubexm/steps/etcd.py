@@ -21,6 +21,7 @@ from kubexm.spec.models import Cluster
 BIN = "/usr/local/bin"
 PKI_DIR = "/etc/kubernetes/pki/etcd"
 ENV_FILE = "/etc/etcd.env"
+BOOTSTRAP_FILE = "/etc/etcd.bootstrap.env"
 UNIT_FILE = "/etc/systemd/system/etcd.service"
 ASSET_DIR = "/var/lib/kubexm/assets"
 MARKER = f"{BIN}/.kubexm-etcd.sha256"
@@ -150,13 +151,32 @@ class PlaceEtcdCerts(Step):
                 host.vars.setdefault("changed_files", set()).add(remote)
 
 
-def env_values(host: HostContext, state: str = "new") -> tuple[tuple[str, Any], ...]:
+def env_values(host: HostContext) -> tuple[tuple[str, Any], ...]:
     cluster = host.cluster
     etcd = cluster.spec.etcd
     return (("name", host.name), ("cluster_name", cluster.name), ("address", host.address),
-            ("data_dir", etcd.data_dir), ("initial_cluster", initial_cluster(cluster)), ("state", state),
-            ("token", f"kubexm-{cluster.name}"), ("pki", PKI_DIR), ("bin", BIN),
+            ("data_dir", etcd.data_dir), ("token", f"kubexm-{cluster.name}"), ("pki", PKI_DIR), ("bin", BIN),
             ("extra_args", tuple(sorted(etcd.extra_args.items()))))
+
+
+def bootstrap_text(initial: str, state: str) -> bytes:
+    return (f"# Written once by kubexm when this member first started.\n"
+            f"ETCD_INITIAL_CLUSTER={initial}\nETCD_INITIAL_CLUSTER_STATE={state}\n").encode()
+
+
+@dataclass(frozen=True)
+class EtcdBootstrap(Step):
+    """How a member of a new cluster first starts (all members, state new); never rewritten later, so
+    membership changes made with `kubexm add/delete nodes` stay as they are."""
+
+    def describe(self) -> str:
+        return f"write {BOOTSTRAP_FILE} for the first start"
+
+    async def check(self, host: HostContext) -> bool:
+        return await host.exists(BOOTSTRAP_FILE)
+
+    async def run(self, host: HostContext) -> None:
+        await host.upload(bootstrap_text(initial_cluster(host.cluster), "new"), BOOTSTRAP_FILE, mode=0o644)
 
 
 @dataclass(frozen=True)
@@ -222,7 +242,8 @@ class WaitEtcdHealthy(Step):
             await asyncio.sleep(2)
         raise StepFailed(f"etcd did not become healthy in {self.timeout:.0f}s: {last}",
                          hint="see `journalctl -u etcd` on the members (kubexm run command --nodes etcd -- "
-                              "journalctl -u etcd -n 20)")
+                              "journalctl -u etcd -n 20); a member added to a running cluster joins with "
+                              "`kubexm add nodes --nodes NAME --role etcd`")
 
 
 def install_steps(host: HostContext) -> list[Step]:
@@ -232,6 +253,7 @@ def install_steps(host: HostContext) -> list[Step]:
         InstallEtcdBinaries(),
         PlaceEtcdCerts(),
         Template("etcd/etcd.env.j2", ENV_FILE, 0o644, env_values(host)),
+        EtcdBootstrap(),
         Template("etcd/etcd.service.j2", UNIT_FILE, 0o644, env_values(host)),
         EtcdService(),
     ]

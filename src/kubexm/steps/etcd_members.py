@@ -1,0 +1,185 @@
+"""Growing and shrinking an etcd cluster one member at a time, keeping quorum throughout."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from kubexm.engine.context import HostContext
+from kubexm.engine.step import Step
+from kubexm.errors import ConnectionFault, KubexmError, StepFailed
+from kubexm.steps.etcd import (
+    BIN,
+    BOOTSTRAP_FILE,
+    ENV_FILE,
+    MARKER,
+    PKI_DIR,
+    UNIT_FILE,
+    bootstrap_text,
+    etcd_members,
+    etcdctl,
+)
+
+
+def _names(host: HostContext) -> list[str]:
+    from kubexm.engine.executor import match_hosts
+
+    return match_hosts(host.cluster, host.run_ctx.options.nodes or [])
+
+
+async def healthy_peer(host: HostContext, exclude: set[str]) -> HostContext:
+    """A running member other than ``exclude`` to run membership commands on."""
+    tried = []
+    for name, _ in etcd_members(host.cluster):
+        if name in exclude:
+            continue
+        peer = host.run_ctx.host(name)
+        try:
+            res = await peer.run(etcdctl("endpoint health"), check=False, timeout=20)
+        except (ConnectionFault, KubexmError) as exc:
+            tried.append(f"{name}: {exc.message}")
+            continue
+        if res.ok:
+            return peer
+        tried.append(f"{name}: not healthy")
+    raise StepFailed("no healthy etcd member to change membership through: " + "; ".join(tried) or "none",
+                     hint="bring the existing members up first")
+
+
+async def member_list(peer: HostContext) -> list[dict[str, Any]]:
+    res = await peer.run(etcdctl("member list -w json"), timeout=30)
+    members: list[dict[str, Any]] = json.loads(res.stdout).get("members", [])
+    return members
+
+
+async def wait_all_healthy(peer: HostContext, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        res = await peer.run(etcdctl("endpoint health --cluster -w json"), check=False, timeout=30)
+        if res.ok:
+            try:
+                health = json.loads(res.stdout)
+                if health and all(e.get("health") for e in health):
+                    return
+                last = str(health)
+            except ValueError:
+                last = res.stdout[:200]
+        else:
+            last = (res.stderr or res.stdout).strip()[-200:]
+        await asyncio.sleep(1)
+    raise StepFailed(f"etcd did not become healthy after the membership change: {last}",
+                     hint="check `journalctl -u etcd` on the new member")
+
+
+@dataclass(frozen=True)
+class JoinEtcdCluster(Step):
+    """`member add` through a healthy member, then start this member with state `existing`."""
+
+    def describe(self) -> str:
+        return "join the running etcd cluster (member add, start, wait healthy)"
+
+    async def check(self, host: HostContext) -> bool:
+        peer = await healthy_peer(host, {host.name})
+        started = {m.get("name") for m in await member_list(peer)}
+        active = (await host.run("systemctl is-active etcd", check=False)).ok
+        return host.name in started and active
+
+    async def run(self, host: HostContext) -> None:
+        peer = await healthy_peer(host, {host.name})
+        peer_url = f"https://{host.address}:2380"
+        members = await member_list(peer)
+        if not any(peer_url in m.get("peerURLs", []) for m in members):
+            # etcd refuses reconfiguration until every member has been connected for a few seconds
+            # ("unhealthy cluster"), e.g. right after creation or a restart: wait that out.
+            deadline = time.monotonic() + 60
+            while True:
+                res = await peer.run(etcdctl(f"member add {host.name} --peer-urls={peer_url}"), check=False, timeout=30)
+                if res.ok:
+                    break
+                if "unhealthy cluster" not in res.stderr or time.monotonic() > deadline:
+                    raise StepFailed(f"member add {host.name} failed on {peer.name}: "
+                                     f"{res.stderr.strip().splitlines()[-1:] or res.exit_status}",
+                                     hint="check the health of the existing members first")
+                await asyncio.sleep(2)
+            members = await member_list(peer)
+        initial = [f"{m['name']}={m['peerURLs'][0]}" for m in members if m.get("name") and m.get("peerURLs")]
+        initial = [i for i in initial if not i.startswith(f"{host.name}=")] + [f"{host.name}={peer_url}"]
+        data_dir = host.cluster.spec.etcd.data_dir
+        await host.run(f"systemctl stop etcd 2>/dev/null; if [ -e {data_dir} ]; then mv {data_dir} "
+                       f"{data_dir}.before-join-$(date +%Y%m%dT%H%M%S); fi", check=False)
+        await host.upload(bootstrap_text(",".join(initial), "existing"), BOOTSTRAP_FILE, mode=0o644)
+        await host.run("systemctl daemon-reload && systemctl enable etcd && systemctl start --no-block etcd")
+        await wait_all_healthy(peer)
+
+
+@dataclass(frozen=True)
+class LeaveEtcdCluster(Step):
+    """`member remove` through another healthy member; refuses to drop the last member or quorum."""
+
+    def describe(self) -> str:
+        return "remove this member from the etcd cluster"
+
+    async def check(self, host: HostContext) -> bool:
+        leaving = set(_names(host))
+        peer = await healthy_peer(host, leaving)
+        return not any(m.get("name") == host.name for m in await member_list(peer))
+
+    async def run(self, host: HostContext) -> None:
+        leaving = set(_names(host))
+        peer = await healthy_peer(host, leaving)
+        members = await member_list(peer)
+        mine = [m for m in members if m.get("name") == host.name]
+        if not mine:
+            return
+        remaining = len(members) - 1
+        if remaining < 1:
+            raise StepFailed(f"{host.name} is the last etcd member; removing it would destroy the cluster",
+                             hint="use `kubexm delete cluster` to remove the whole cluster")
+        health = await peer.run(etcdctl("endpoint health --cluster -w json"), check=False, timeout=30)
+        try:
+            healthy = {e.get("endpoint") for e in json.loads(health.stdout or "[]") if e.get("health")}
+        except ValueError:
+            healthy = set()
+        my_urls = set(mine[0].get("clientURLs", []))
+        healthy_after = len(healthy - my_urls)
+        quorum_after = remaining // 2 + 1
+        if healthy_after < quorum_after and not host.run_ctx.options.force:
+            raise StepFailed(f"removing {host.name} leaves {healthy_after} healthy of {remaining} members, "
+                             f"below quorum ({quorum_after})",
+                             hint="bring the unhealthy members back first, or pass --force")
+        member_id = format(int(mine[0]["ID"]), "x")
+        deadline = time.monotonic() + 60
+        while True:
+            res = await peer.run(etcdctl(f"member remove {member_id}"), check=False, timeout=30)
+            if res.ok:
+                break
+            if "unhealthy cluster" not in res.stderr or time.monotonic() > deadline:
+                raise StepFailed(f"member remove {host.name} failed on {peer.name}: "
+                                 f"{res.stderr.strip().splitlines()[-1:] or res.exit_status}")
+            await asyncio.sleep(2)
+        await wait_all_healthy(peer)
+
+
+@dataclass(frozen=True)
+class CleanEtcdNode(Step):
+    """Stop etcd on a removed member and delete its data, configuration, certificates and binaries."""
+
+    def describe(self) -> str:
+        return "stop etcd and remove its data, config, certificates and binaries"
+
+    async def check(self, host: HostContext) -> bool:
+        data_dir = host.cluster.spec.etcd.data_dir
+        res = await host.run(f"test ! -e {UNIT_FILE} && test ! -e {data_dir} && test ! -e {ENV_FILE}", check=False)
+        return res.ok
+
+    async def run(self, host: HostContext) -> None:
+        data_dir = host.cluster.spec.etcd.data_dir
+        await host.run(f"systemctl disable --now etcd 2>/dev/null; rm -rf {data_dir} {ENV_FILE} {BOOTSTRAP_FILE} "
+                       f"{UNIT_FILE} {PKI_DIR} {BIN}/etcd {BIN}/etcdctl {MARKER} && systemctl daemon-reload")
+
+
+__all__ = ["CleanEtcdNode", "JoinEtcdCluster", "LeaveEtcdCluster"]
