@@ -137,3 +137,22 @@ def test_member_killed_mid_install_then_rerun_completes(running_lab: RunningLab,
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr
     out = lab.ssh("node3", f"{ETCDCTL} --endpoints={all_endpoints(lab)} endpoint health 2>&1")
     assert out.count("is healthy") == 3
+
+
+def test_external_etcd_is_checked_not_installed(etcd_lab: RunningLab, kubexm_home: Path, tmp_path: Path) -> None:
+    lab = etcd_lab
+    pki = kubexm_home / "clusters" / lab.lab.name / "pki" / "etcd"
+    text = lab.cluster_file.read_text().replace(f"name: {lab.lab.name}\n", "name: uses-external\n", 1)
+    endpoints = ", ".join(f"https://{lab.address(n)}:2379" for n in lab.nodes)
+    text = text.replace("  etcd:\n", f"  etcd:\n    type: external\n    endpoints: [{endpoints}]\n"
+                                     f"    caFile: {pki}/ca.crt\n    certFile: {pki}/healthcheck-client.crt\n"
+                                     f"    keyFile: {pki}/healthcheck-client.key\n", 1)
+    external = tmp_path / "external.yaml"
+    external.write_text(text)
+    res = kubexm("create", "cluster", "-f", str(external), "-y", "--tags", "etcd")
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr
+    assert "external etcd: 3 endpoint(s) healthy" in res.stdout
+    assert "InstallEtcdCluster" not in res.stdout
+    external.write_text(text.replace(f"https://{lab.address('node3')}:2379", "https://127.0.0.1:1"))
+    res = kubexm("create", "cluster", "-f", str(external), "-y", "--tags", "etcd")
+    assert res.returncode == 1 and "external etcd is not usable: https://127.0.0.1:1" in res.stdout

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from kubexm.engine import Module, Task, deploy_machine, first, role
 from kubexm.spec.models import Cluster
-from kubexm.steps.etcd import EnsureEtcdPKI, WaitEtcdHealthy, install_steps
+from kubexm.steps.etcd import CheckExternalEtcd, EnsureEtcdPKI, WaitEtcdHealthy, install_steps
 
 GenerateEtcdPKI = Task(
     "GenerateEtcdPKI", steps=[EnsureEtcdPKI()], hosts=deploy_machine(), tags=frozenset({"etcd", "pki"}),
@@ -26,4 +26,15 @@ def _kubexm_etcd(cluster: Cluster) -> bool:
 EtcdModule = Module(
     "EtcdModule", tasks=[GenerateEtcdPKI, InstallEtcdCluster], enabled=_kubexm_etcd, tags=frozenset({"etcd"}),
     description="install and start a TLS etcd cluster",
+)
+
+
+CheckExternalEtcdTask = Task(
+    "CheckExternalEtcd", steps=[CheckExternalEtcd()], hosts=deploy_machine(), tags=frozenset({"etcd"}),
+    description="etcd type external: verify the given endpoints over TLS; install nothing",
+)
+
+ExternalEtcdModule = Module(
+    "ExternalEtcdModule", tasks=[CheckExternalEtcdTask], enabled=lambda c: c.spec.etcd.type == "external",
+    tags=frozenset({"etcd"}), description="use an existing etcd cluster",
 )

@@ -259,3 +259,43 @@ def install_steps(host: HostContext) -> list[Step]:
     ]
 
 
+
+
+@dataclass(frozen=True)
+class CheckExternalEtcd(Step):
+    """etcd type `external`: install nothing, but prove every given endpoint answers /health over TLS
+    with the given client certificate before anything depends on it."""
+
+    mutates = False
+
+    def describe(self) -> str:
+        return "check the external etcd endpoints over TLS"
+
+    async def run(self, host: HostContext) -> None:
+        import ssl
+        import urllib.request
+
+        etcd = host.cluster.spec.etcd
+        files = {"caFile": etcd.ca_file, "certFile": etcd.cert_file, "keyFile": etcd.key_file}
+        missing = [k for k, v in files.items() if not v or not Path(v).expanduser().is_file()]
+        if missing:
+            raise StepFailed(f"etcd type external needs readable spec.etcd.{', spec.etcd.'.join(missing)}",
+                             hint="point them at the CA and a client certificate/key of the existing etcd")
+        context = ssl.create_default_context(cafile=str(Path(etcd.ca_file or "").expanduser()))
+        context.load_cert_chain(str(Path(etcd.cert_file or "").expanduser()), str(Path(etcd.key_file or "").expanduser()))
+        problems = []
+        for endpoint in etcd.endpoints:
+            def fetch(url: str = endpoint.rstrip("/") + "/health") -> bytes:
+                with urllib.request.urlopen(url, context=context, timeout=10) as response:
+                    body: bytes = response.read()
+                    return body
+            try:
+                body = await asyncio.to_thread(fetch)
+                if json.loads(body).get("health") not in ("true", True):
+                    problems.append(f"{endpoint}: reports unhealthy ({body.decode(errors='replace')[:100]})")
+            except (OSError, ValueError) as exc:
+                problems.append(f"{endpoint}: {getattr(exc, 'reason', exc)}")
+        if problems:
+            raise StepFailed("external etcd is not usable: " + "; ".join(problems),
+                             hint="check spec.etcd.endpoints and the client certificate")
+        host.emit("message", message=f"external etcd: {len(etcd.endpoints)} endpoint(s) healthy")
