@@ -6,7 +6,6 @@ used, so a corrupted cache or a tampered local source stops the run before a hos
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tempfile
@@ -22,6 +21,7 @@ from typing import Any
 from ruamel.yaml import YAML
 
 from kubexm import paths
+from kubexm.engine.context import sha256_file
 from kubexm.errors import KubexmError
 
 MANIFEST = "manifest.yaml"
@@ -37,12 +37,7 @@ class Asset:
     url: str | None = None  # None for files that only come from a local source
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+sha256_of = sha256_file  # the one file-hashing helper, shared with uploads
 
 
 @lru_cache(maxsize=1)

@@ -10,7 +10,7 @@ from kubexm.engine.selectors import DEPLOY
 from kubexm.engine.step import Step
 from kubexm.pki.certs import CertInfo, inspect, load_cert
 from kubexm.pki.layout import etcd_specs
-from kubexm.steps.etcd import cluster_health, cluster_pki
+from kubexm.steps.etcd import cluster_pki, wait_healthy
 
 NODE_PKI = "/etc/kubernetes/pki"
 _PEM = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----\n?", re.S)
@@ -110,18 +110,6 @@ class RestartEtcdIfChanged(Step):
         return not any("/etc/kubernetes/pki/etcd/" in p for p in changed)
 
     async def run(self, host: HostContext) -> None:
-        import asyncio
-        import time
-
         await host.run("systemctl restart etcd")
-        deadline = time.monotonic() + 120
-        last = ""
-        while time.monotonic() < deadline:
-            ok, last = await cluster_health(host)
-            if ok:
-                return
-            await asyncio.sleep(1)
-        from kubexm.errors import StepFailed
-
-        raise StepFailed(f"etcd on {host.name} did not rejoin a healthy cluster after the restart: {last}",
-                         hint="the remaining members keep quorum; check `journalctl -u etcd` on this member")
+        await wait_healthy(host, 120, f"etcd on {host.name} did not rejoin a healthy cluster after the restart",
+                           "the remaining members keep quorum; check `journalctl -u etcd` on this member")

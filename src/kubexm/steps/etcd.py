@@ -232,18 +232,23 @@ class WaitEtcdHealthy(Step):
         return "wait until every etcd member is healthy over TLS"
 
     async def run(self, host: HostContext) -> None:
-        deadline = time.monotonic() + self.timeout
-        last = ""
-        while time.monotonic() < deadline:
-            ok, last = await cluster_health(host)
-            if ok:
-                host.emit("message", message=f"etcd: {last}")
-                return
-            await asyncio.sleep(2)
-        raise StepFailed(f"etcd did not become healthy in {self.timeout:.0f}s: {last}",
-                         hint="see `journalctl -u etcd` on the members (kubexm run command --nodes etcd -- "
-                              "journalctl -u etcd -n 20); a member added to a running cluster joins with "
-                              "`kubexm add nodes --nodes NAME --role etcd`")
+        last = await wait_healthy(host, self.timeout, "etcd did not become healthy",
+                                  "see `journalctl -u etcd` on the members (kubexm run command --nodes etcd -- "
+                                  "journalctl -u etcd -n 20); a member added to a running cluster joins with "
+                                  "`kubexm add nodes --nodes NAME --role etcd`")
+        host.emit("message", message=f"etcd: {last}")
+
+
+async def wait_healthy(host: HostContext, timeout: float, what: str, hint: str) -> str:
+    """Poll cluster health from ``host`` until every member is healthy; StepFailed(what, hint) on timeout."""
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        ok, last = await cluster_health(host)
+        if ok:
+            return last
+        await asyncio.sleep(1)
+    raise StepFailed(f"{what} in {timeout:.0f}s: {last}", hint=hint)
 
 
 def install_steps(host: HostContext) -> list[Step]:

@@ -55,6 +55,21 @@ async def member_list(peer: HostContext) -> list[dict[str, Any]]:
     return members
 
 
+async def reconfigure(peer: HostContext, command: str, timeout: float = 60.0) -> None:
+    """Run a membership change; etcd refuses one until every member has been connected for a few seconds
+    ("unhealthy cluster"), e.g. right after creation or a restart, so that refusal is waited out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        res = await peer.run(etcdctl(command), check=False, timeout=30)
+        if res.ok:
+            return
+        if "unhealthy cluster" not in res.stderr or time.monotonic() > deadline:
+            tail = res.stderr.strip().splitlines()[-1:] or [f"exit {res.exit_status}"]
+            raise StepFailed(f"etcdctl {command} failed on {peer.name}: {tail[0]}",
+                             hint="check the health of the existing members first")
+        await asyncio.sleep(2)
+
+
 async def wait_all_healthy(peer: HostContext, timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
     last = ""
@@ -93,18 +108,7 @@ class JoinEtcdCluster(Step):
         peer_url = f"https://{host.address}:2380"
         members = await member_list(peer)
         if not any(peer_url in m.get("peerURLs", []) for m in members):
-            # etcd refuses reconfiguration until every member has been connected for a few seconds
-            # ("unhealthy cluster"), e.g. right after creation or a restart: wait that out.
-            deadline = time.monotonic() + 60
-            while True:
-                res = await peer.run(etcdctl(f"member add {host.name} --peer-urls={peer_url}"), check=False, timeout=30)
-                if res.ok:
-                    break
-                if "unhealthy cluster" not in res.stderr or time.monotonic() > deadline:
-                    raise StepFailed(f"member add {host.name} failed on {peer.name}: "
-                                     f"{res.stderr.strip().splitlines()[-1:] or res.exit_status}",
-                                     hint="check the health of the existing members first")
-                await asyncio.sleep(2)
+            await reconfigure(peer, f"member add {host.name} --peer-urls={peer_url}")
             members = await member_list(peer)
         initial = [f"{m['name']}={m['peerURLs'][0]}" for m in members if m.get("name") and m.get("peerURLs")]
         initial = [i for i in initial if not i.startswith(f"{host.name}=")] + [f"{host.name}={peer_url}"]
@@ -152,15 +156,7 @@ class LeaveEtcdCluster(Step):
                              f"below quorum ({quorum_after})",
                              hint="bring the unhealthy members back first, or pass --force")
         member_id = format(int(mine[0]["ID"]), "x")
-        deadline = time.monotonic() + 60
-        while True:
-            res = await peer.run(etcdctl(f"member remove {member_id}"), check=False, timeout=30)
-            if res.ok:
-                break
-            if "unhealthy cluster" not in res.stderr or time.monotonic() > deadline:
-                raise StepFailed(f"member remove {host.name} failed on {peer.name}: "
-                                 f"{res.stderr.strip().splitlines()[-1:] or res.exit_status}")
-            await asyncio.sleep(2)
+        await reconfigure(peer, f"member remove {member_id}")
         await wait_all_healthy(peer)
 
 
