@@ -153,3 +153,16 @@ def test_mutual_tls_handshake_between_etcd_server_and_client(pki: PKI) -> None:
     finally:
         server.terminate()
         server.wait()
+
+
+def test_cluster_file_pki_settings_are_used() -> None:
+    from kubexm.steps.etcd import cluster_pki
+
+    cluster = parse_cluster(sample_config("edge") + "  pki:\n    keyType: ecdsa\n    certValidityDays: 90\n")
+    pki = cluster_pki(cluster)
+    pki.ensure(etcd_specs(cluster))
+    text = openssl("x509", "-noout", "-text", "-in", str(pki.crt("etcd/healthcheck-client")))
+    assert "id-ecPublicKey" in text
+    info = {i.path: i for i in pki.inspect_all()}
+    assert 88 <= info["etcd/healthcheck-client"].days_left <= 90
+    assert info["etcd/ca"].days_left > 3000

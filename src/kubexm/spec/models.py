@@ -230,6 +230,14 @@ class Preflight(SpecModel):
     max_clock_skew_seconds: float = 5.0
 
 
+class PKISettings(SpecModel):
+    """How kubexm issues certificates (existing CAs are always reused, whatever these say)."""
+
+    key_type: Literal["rsa", "ecdsa"] = "rsa"
+    ca_validity_days: Annotated[int, Field(ge=1, le=36500)] = 3650
+    cert_validity_days: Annotated[int, Field(ge=1, le=3650)] = 365
+
+
 class Assets(SpecModel):
     """Where component files come from: a local source (air-gapped), or downloads via an optional mirror."""
 
@@ -253,6 +261,7 @@ class ClusterSpec(SpecModel):
     system: System = Field(default_factory=System)
     preflight: Preflight = Field(default_factory=Preflight)
     assets: Assets = Field(default_factory=Assets)
+    pki: PKISettings = Field(default_factory=PKISettings)
 
 
 class Metadata(SpecModel):

@@ -28,7 +28,9 @@ MARKER = f"{BIN}/.kubexm-etcd.sha256"
 
 
 def cluster_pki(cluster: Cluster) -> PKI:
-    return PKI.for_cluster(cluster.name)
+    settings = cluster.spec.pki
+    return PKI.for_cluster(cluster.name, key_type=settings.key_type, ca_days=settings.ca_validity_days,
+                           leaf_days=settings.cert_validity_days)
 
 
 def etcd_members(cluster: Cluster) -> list[tuple[str, str]]:
