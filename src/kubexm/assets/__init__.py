@@ -92,13 +92,15 @@ class LocalSource:
                               hint="create it with kubexm.assets.LocalSource.add() or write it by hand") from None
         return list(data.get("files", []))
 
-    def find(self, component: str, version: str, arch: str) -> Asset | None:
+    def find(self, component: str, version: str, arch: str, name: str = "") -> Asset | None:
+        """The entry for a component (``name`` picks one package when a component holds many, e.g. debs)."""
         for e in self.entries():
-            if (e.get("component"), str(e.get("version")), e.get("arch")) == (component, version, arch):
+            if (e.get("component"), str(e.get("version")), e.get("arch")) == (component, version, arch) and \
+                    (not name or e.get("name") == name):
                 return Asset(component, version, arch, str(e["file"]), str(e["sha256"]).lower())
         return None
 
-    def add(self, component: str, version: str, arch: str, file: Path) -> Asset:
+    def add(self, component: str, version: str, arch: str, file: Path, name: str = "") -> Asset:
         """Copy ``file`` into the source and record it in the manifest with its sha256."""
         self.root.mkdir(parents=True, exist_ok=True)
         target = self.root / file.name
@@ -108,11 +110,13 @@ class LocalSource:
             entries = self.entries()
         except KubexmError:
             entries = []
-        entries = [e for e in entries if (e.get("component"), str(e.get("version")), e.get("arch"))
-                   != (component, version, arch)]
+        entries = [e for e in entries if (e.get("component"), str(e.get("version")), e.get("arch"), e.get("name", ""))
+                   != (component, version, arch, name)]
         asset = Asset(component, version, arch, file.name, sha256_of(target))
-        entries.append({"component": component, "version": version, "arch": arch, "file": file.name,
-                        "sha256": asset.sha256})
+        entry = {"component": component, "version": version, "arch": arch, "file": file.name, "sha256": asset.sha256}
+        if name:
+            entry["name"] = name
+        entries.append(entry)
         yaml = YAML()
         with open(self.root / MANIFEST, "w") as fh:
             yaml.dump({"files": entries}, fh)
@@ -139,10 +143,10 @@ class AssetStore:
         self.checksums = checksums or {}
         self.cache = cache or paths.home() / "cache" / "assets"
 
-    def get(self, component: str, version: str, arch: str) -> tuple[Asset, Path]:
+    def get(self, component: str, version: str, arch: str, name: str = "") -> tuple[Asset, Path]:
         """The verified local path of a component's file (downloading it once if needed)."""
         if self.local is not None:
-            asset = self.local.find(component, version, arch)
+            asset = self.local.find(component, version, arch, name)
             if asset is None:
                 raise KubexmError(f"{component} {version} ({arch}) is not in the local asset source {self.local.root}",
                                   hint=f"add it to {self.local.root / MANIFEST}")

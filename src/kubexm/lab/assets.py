@@ -72,3 +72,47 @@ def etcd_local_source() -> tuple[Path, str]:
         return root, version
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+# Node packages kubexm's OS module installs (socat, conntrack, ...); lab nodes have no mirror, so the lab
+# provides them as .deb files, with every dependency the lab's base does not already have.
+NODE_PACKAGES = ("socat", "conntrack", "ebtables", "ipset", "chrony", "ipvsadm")
+
+
+def _download_for_base(packages: tuple[str, ...], base: Path, into: Path) -> list[Path]:
+    """Let apt decide, against the lab base's own dpkg status, exactly which .debs a node needs."""
+    (into / "partial").mkdir(parents=True, exist_ok=True)
+    argv = ["apt-get", "install", "-y", "-qq", "--download-only", "--no-install-recommends",
+            f"-o=Dir::State::status={base}/var/lib/dpkg/status", f"-o=Dir::Cache::archives={into}/",
+            "-o=Debug::NoLocking=1", *packages]
+    for attempt in (1, 2):
+        proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+        if proc.returncode == 0:
+            return sorted(into.glob("*.deb"))
+        if attempt == 1:
+            subprocess.run(["apt-get", "update", "-qq"], capture_output=True, check=False)
+    raise KubexmError(f"apt-get could not fetch {' '.join(packages)} for the lab: {proc.stderr.strip()[-300:]}",
+                      hint="check that apt can reach its mirror (`apt-get update`)")
+
+
+def deb_local_source(base: Path) -> Path:
+    """Add the node packages (and their missing dependencies) as `deb` entries to the lab's local source."""
+    root = cache_root().parent / "lab-assets"
+    source = LocalSource(root)
+    try:
+        have = {e.get("name") for e in source.entries() if e.get("component") == "deb"}
+    except KubexmError:
+        have = set()
+    if set(NODE_PACKAGES) <= have:
+        return root
+    work = Path(tempfile.mkdtemp(prefix="kubexm-debs-"))
+    try:
+        for deb in _download_for_base(NODE_PACKAGES, base, work):
+            name = subprocess.run(["dpkg-deb", "-f", str(deb), "Package"], capture_output=True, text=True,
+                                  check=True).stdout.strip()
+            version = subprocess.run(["dpkg-deb", "-f", str(deb), "Version"], capture_output=True, text=True,
+                                     check=True).stdout.strip()
+            source.add("deb", version, _deb_arch(deb), deb, name=name)
+        return root
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

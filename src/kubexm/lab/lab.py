@@ -139,6 +139,7 @@ class Lab:
                     f"lab '{self.name}' already exists with {len(state.nodes)} nodes on {state.subnet}",
                     hint=f"`kubexm lab down --name {self.name}` first, or use another --name")
             if all(n.running for n in state.nodes) and system.link_exists(state.bridge):
+                self.write_cluster_file(state)  # same content unless kubexm's lab recipe changed
                 return state, False
         else:
             self._check_subnet(net)
@@ -226,9 +227,10 @@ class Lab:
         hosts = "".join(f"    - name: {n.name}\n      address: {n.address}\n      user: root\n"
                         f"      privateKeyPath: {self.key}\n" for n in state.nodes)
         endpoint = "  controlPlaneEndpoint:\n    loadBalancer: internal\n" if len(control) > 1 else ""
-        from kubexm.lab.assets import etcd_local_source
+        from kubexm.lab.assets import deb_local_source, etcd_local_source
 
         assets, etcd_version = etcd_local_source()
+        deb_local_source(base.base_dir())
         endpoint += (f"  etcd:\n    version: {etcd_version}   # Debian's etcd, repacked by the lab\n"
                      f"  assets:\n    localSource: {assets}\n")
         text = (f"# Written by `kubexm lab up` for lab '{self.name}' ({state.subnet}).\n"

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from kubexm.engine import Pipeline
 from kubexm.modules.etcd import EtcdModule, ExternalEtcdModule
+from kubexm.modules.infrastructure import InfrastructureModule
 from kubexm.modules.preflight import PreflightModule
 
 CREATE_CLUSTER = Pipeline(
-    "CreateClusterPipeline", modules=[PreflightModule, EtcdModule, ExternalEtcdModule],
+    "CreateClusterPipeline", modules=[PreflightModule, InfrastructureModule, EtcdModule, ExternalEtcdModule],
     description="create a cluster: preflight, then every component module the spec enables",
 )

@@ -1,0 +1,392 @@
+"""Node OS preparation: hostname, /etc/hosts, swap, kernel modules, sysctl, firewall, SELinux, packages.
+
+Every step checks the live state first and knows what it cannot do on a host: inside a
+container, loading modules, toggling swap and most of /proc/sys are not possible, so those
+steps end as "not applicable" with the reason instead of failing or pretending.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+from kubexm.engine.context import HostContext
+from kubexm.engine.step import Step
+from kubexm.errors import NotApplicable, StepFailed
+from kubexm.spec.models import Cluster
+
+HOSTS_BEGIN = "# BEGIN kubexm managed hosts"
+HOSTS_END = "# END kubexm managed hosts"
+MODULES_FILE = "/etc/modules-load.d/kubexm.conf"
+SYSCTL_FILE = "/etc/sysctl.d/99-kubexm.conf"
+BASE_PACKAGES = ("socat", "conntrack", "ebtables", "ipset", "chrony")
+IPVS_MODULES = ("ip_vs", "ip_vs_rr", "ip_vs_wrr", "ip_vs_sh", "nf_conntrack")
+
+
+def _sha(data: str) -> str:
+    return hashlib.sha256(data.encode()).hexdigest()
+
+
+def supported_family(family: str) -> None:
+    if family not in ("debian", "rhel"):
+        raise StepFailed(f"OS family '{family}' is not supported for node preparation",
+                         hint="kubexm prepares Debian/Ubuntu and RHEL-family hosts")
+
+
+@dataclass(frozen=True)
+class SetHostname(Step):
+    def describe(self) -> str:
+        return "set the hostname to the host's name in the cluster file"
+
+    async def check(self, host: HostContext) -> bool:
+        res = await host.run("hostname; cat /etc/hostname 2>/dev/null", check=False)
+        return res.stdout.split()[:2] == [host.name, host.name]
+
+    async def run(self, host: HostContext) -> None:
+        name = shlex.quote(host.name)
+        await host.run(f"echo {name} > /etc/hostname && hostname {name}")
+
+
+def hosts_block(cluster: Cluster) -> str:
+    lines = [HOSTS_BEGIN]
+    for h in cluster.spec.hosts:
+        lines.append(f"{h.internal_ip} {h.name}")
+    endpoint = cluster.spec.control_plane_endpoint
+    cps = cluster.hosts_with_role("control-plane")
+    target = endpoint.address or (cps[0].internal_ip if cps else None)
+    if target:
+        lines.append(f"{target} {endpoint.domain}")
+    lines.append(HOSTS_END)
+    return "\n".join(lines) + "\n"
+
+
+def replace_block(text: str, block: str) -> str:
+    """``text`` with kubexm's block replaced (or appended); everything else stays as the admin wrote it."""
+    if HOSTS_BEGIN in text and HOSTS_END in text:
+        head, _, rest = text.partition(HOSTS_BEGIN)
+        _, _, tail = rest.partition(HOSTS_END)
+        return head + block.rstrip("\n") + tail
+    return text.rstrip("\n") + ("\n" if text.strip() else "") + block
+
+
+@dataclass(frozen=True)
+class HostsFile(Step):
+    """A marked block in /etc/hosts with every cluster host and the control-plane endpoint name."""
+
+    def describe(self) -> str:
+        return "manage the kubexm block in /etc/hosts"
+
+    async def check(self, host: HostContext) -> bool:
+        current = await host.read_text("/etc/hosts") or ""
+        return replace_block(current, hosts_block(host.cluster)) == current
+
+    async def run(self, host: HostContext) -> None:
+        current = await host.read_text("/etc/hosts") or ""
+        await host.upload(replace_block(current, hosts_block(host.cluster)).encode(), "/etc/hosts", mode=0o644)
+
+
+@dataclass(frozen=True)
+class DisableSwap(Step):
+    """Swap off now, and swap entries in /etc/fstab commented out so it stays off after a reboot."""
+
+    def describe(self) -> str:
+        return "turn swap off now and in /etc/fstab"
+
+    async def check(self, host: HostContext) -> bool:
+        facts = await host.facts()
+        if facts.is_container:
+            state = "off" if facts.swap_mb == 0 else f"{facts.swap_mb} MiB on"
+            raise NotApplicable(f"a {facts.container} container cannot manage swap (swap is {state}; "
+                                "it belongs to the machine hosting it)")
+        res = await host.run("awk 'NR>1' /proc/swaps | wc -l; grep -cE '^[^#].*\\sswap\\s' /etc/fstab || true",
+                             check=False)
+        counts = [int(x) for x in res.stdout.split() if x.isdigit()]
+        return counts[:2] == [0, 0]
+
+    async def run(self, host: HostContext) -> None:
+        await host.run("swapoff -a && sed -ri.kubexm-bak 's@^([^#].*\\sswap\\s.*)$@# \\1  # disabled by kubexm@' "
+                       "/etc/fstab")
+
+
+def wanted_modules(cluster: Cluster) -> list[str]:
+    mods = ["overlay", "br_netfilter"]
+    if cluster.spec.kubernetes.proxy_mode == "ipvs":
+        mods += list(IPVS_MODULES)
+    return mods
+
+
+@dataclass(frozen=True)
+class KernelModules(Step):
+    """overlay, br_netfilter (and IPVS when kube-proxy uses it): loaded now and listed for every boot."""
+
+    def describe(self) -> str:
+        return f"load kernel modules now and at boot ({MODULES_FILE})"
+
+    async def check(self, host: HostContext) -> bool:
+        mods = wanted_modules(host.cluster)
+        content = "\n".join(mods) + "\n"
+        res = await host.run(f"cat {MODULES_FILE} 2>/dev/null; echo ---; cut -d' ' -f1 /proc/modules", check=False)
+        current, _, loaded = res.stdout.partition("---\n")
+        return current == content and set(mods) <= set(loaded.split())
+
+    async def run(self, host: HostContext) -> None:
+        facts = await host.facts()
+        mods = wanted_modules(host.cluster)
+        await host.upload(("\n".join(mods) + "\n").encode(), MODULES_FILE, mode=0o644)
+        if facts.is_container:
+            raise NotApplicable(f"{MODULES_FILE} written; a {facts.container} container cannot load kernel "
+                                f"modules: load {', '.join(mods)} on the machine hosting it")
+        await host.run("for m in " + " ".join(mods) + "; do modprobe $m || exit 1; done")
+
+
+def wanted_sysctl(cluster: Cluster) -> dict[str, str]:
+    values = {"net.bridge.bridge-nf-call-iptables": "1", "net.bridge.bridge-nf-call-ip6tables": "1",
+              "net.ipv4.ip_forward": "1"}
+    values.update(cluster.spec.system.sysctl)
+    return values
+
+
+def sysctl_text(values: dict[str, str]) -> str:
+    return "# Managed by kubexm.\n" + "".join(f"{k} = {v}\n" for k, v in sorted(values.items()))
+
+
+def _proc_path(key: str) -> str:
+    return "/proc/sys/" + key.replace(".", "/")
+
+
+@dataclass(frozen=True)
+class Sysctl(Step):
+    """Kernel parameters now and at boot, in one drop-in file; keys a container cannot write are named."""
+
+    def describe(self) -> str:
+        return f"set kernel parameters now and at boot ({SYSCTL_FILE})"
+
+    async def _live(self, host: HostContext, values: dict[str, str]) -> dict[str, str | None]:
+        script = "; ".join(f"printf '%s=' {shlex.quote(k)}; cat {_proc_path(k)} 2>/dev/null || echo" for k in values)
+        res = await host.run(script, check=False)
+        live: dict[str, str | None] = {}
+        for line in res.stdout.splitlines():
+            k, _, v = line.partition("=")
+            live[k] = v.strip() or None
+        return live
+
+    async def _writable(self, host: HostContext, values: dict[str, str]) -> set[str]:
+        script = "; ".join(f"test -w {_proc_path(k)} && echo {shlex.quote(k)}" for k in values)
+        res = await host.run(script + "; true", check=False)
+        return set(res.stdout.split())
+
+    async def check(self, host: HostContext) -> bool:
+        values = wanted_sysctl(host.cluster)
+        if await host.sha256(SYSCTL_FILE) != _sha(sysctl_text(values)):
+            return False
+        live = await self._live(host, values)
+        writable = await self._writable(host, values)
+        return all(live.get(k) == v for k, v in values.items() if k in writable)
+
+    async def run(self, host: HostContext) -> None:
+        values = wanted_sysctl(host.cluster)
+        await host.upload(sysctl_text(values).encode(), SYSCTL_FILE, mode=0o644)
+        writable = await self._writable(host, values)
+        for key in sorted(writable):
+            await host.run(f"sysctl -q -w {shlex.quote(key)}={shlex.quote(values[key])}")
+        readonly = sorted(set(values) - writable)
+        if readonly:
+            why = "a container" if (await host.facts()).is_container else "this kernel"
+            raise NotApplicable(f"{SYSCTL_FILE} written and writable keys applied; {why} cannot set "
+                                f"{', '.join(readonly)} (read-only or absent /proc/sys)")
+
+
+ROLE_FIREWALL_PORTS = {
+    "etcd": ("2379-2380/tcp",),
+    "control-plane": ("6443/tcp", "10257/tcp", "10259/tcp", "10250/tcp"),
+    "worker": ("10250/tcp", "30000-32767/tcp"),
+    "loadbalancer": ("6443/tcp",),
+}
+
+
+def firewall_ports(roles: list[str]) -> list[str]:
+    return sorted({p for r in roles for p in ROLE_FIREWALL_PORTS.get(r, ())})
+
+
+@dataclass(frozen=True)
+class Firewall(Step):
+    """spec.system.firewall: `disable` ufw/firewalld, `open-ports` the role's ports in whichever runs, or `keep`."""
+
+    def describe(self) -> str:
+        return "configure the host firewall (spec.system.firewall)"
+
+    async def _active(self, host: HostContext) -> list[str]:
+        res = await host.run("for s in ufw firewalld; do systemctl is-active -q $s 2>/dev/null && echo $s; done; true",
+                             check=False)
+        return res.stdout.split()
+
+    async def check(self, host: HostContext) -> bool:
+        mode = host.cluster.spec.system.firewall
+        if mode == "keep":
+            return True
+        active = await self._active(host)
+        if mode == "disable" or not active:
+            return not active
+        ports = firewall_ports(host.roles)
+        if "ufw" in active:
+            res = await host.run("ufw status", check=False)
+            return all(p.replace("-", ":") in res.stdout for p in ports)
+        res = await host.run("firewall-cmd --list-ports", check=False)
+        return set(ports) <= set(res.stdout.split())
+
+    async def run(self, host: HostContext) -> None:
+        active = await self._active(host)
+        if host.cluster.spec.system.firewall == "disable":
+            for service in active:
+                await host.run(f"systemctl disable --now {service}")
+            return
+        for port in firewall_ports(host.roles):
+            if "ufw" in active:
+                await host.run(f"ufw allow {port.replace('-', ':')}")
+            elif "firewalld" in active:
+                await host.run(f"firewall-cmd --permanent --add-port={port}")
+        if "firewalld" in active:
+            await host.run("firewall-cmd --reload")
+
+
+@dataclass(frozen=True)
+class SELinuxPermissive(Step):
+    """RHEL family: SELinux permissive now and in /etc/selinux/config (kubelet's documented requirement)."""
+
+    def describe(self) -> str:
+        return "set SELinux to permissive (RHEL family)"
+
+    async def check(self, host: HostContext) -> bool:
+        if (await host.facts()).os_family != "rhel":
+            return True
+        res = await host.run("getenforce 2>/dev/null; grep -E '^SELINUX=' /etc/selinux/config 2>/dev/null", check=False)
+        words = res.stdout.split()
+        return (not words or words[0] in ("Permissive", "Disabled")) and \
+            not any(w == "SELINUX=enforcing" for w in words)
+
+    async def run(self, host: HostContext) -> None:
+        await host.run("setenforce 0 || true; sed -ri 's/^SELINUX=enforcing/SELINUX=permissive/' /etc/selinux/config")
+
+
+def wanted_packages(cluster: Cluster) -> list[str]:
+    pkgs = list(BASE_PACKAGES)
+    if cluster.spec.kubernetes.proxy_mode == "ipvs":
+        pkgs.append("ipvsadm")
+    pkgs += [p for p in cluster.spec.system.packages if p not in pkgs]
+    return pkgs
+
+
+@dataclass(frozen=True)
+class BasePackages(Step):
+    """socat, conntrack, ebtables, ipset, chrony (+ipvsadm): from the local asset source's .deb/.rpm files
+    when it has them (hosts without a mirror), else through apt or dnf/yum."""
+
+    def describe(self) -> str:
+        return "install base packages"
+
+    async def _missing(self, host: HostContext) -> list[str]:
+        family = (await host.facts()).os_family
+        supported_family(family)
+        pkgs = wanted_packages(host.cluster)
+        query = "dpkg-query -W -f='${Package} ${Status}\\n'" if family == "debian" else "rpm -q --qf '%{NAME} installed\\n'"
+        res = await host.run(f"{query} {' '.join(pkgs)} 2>/dev/null", check=False)
+        have = {line.split()[0] for line in res.stdout.splitlines() if line.rstrip().endswith("installed")}
+        return [p for p in pkgs if p not in have]
+
+    async def check(self, host: HostContext) -> bool:
+        return not await self._missing(host)
+
+    async def run(self, host: HostContext) -> None:
+        missing = await self._missing(host)
+        facts = await host.facts()
+        local = _local_packages(host.cluster, facts.os_family, facts.arch)
+        if local:
+            remote_dir = "/var/lib/kubexm/packages"
+            await host.run(f"mkdir -p {remote_dir}")
+            names = []
+            for path in local:
+                await host.upload(path, f"{remote_dir}/{path.name}")
+                names.append(f"{remote_dir}/{path.name}")
+            if facts.os_family == "debian":
+                # The local source holds exactly the closure these hosts need; dpkg orders it in one call
+                # (apt would prefer versions from the host's own, possibly stale, package lists).
+                cmd = "DEBIAN_FRONTEND=noninteractive dpkg --force-confold -i " + " ".join(names)
+            else:
+                cmd = "rpm -Uvh --replacepkgs " + " ".join(names)
+        elif facts.os_family == "debian":
+            cmd = "DEBIAN_FRONTEND=noninteractive apt-get install -y " + " ".join(missing)
+        else:
+            cmd = "(dnf install -y || yum install -y) " + " ".join(missing)
+        await host.run(cmd, timeout=900, display=f"install {', '.join(missing)}"
+                       + (f" from {len(local)} local package files" if local else ""))
+        still = await self._missing(host)
+        if still:
+            raise StepFailed(f"packages still missing after install: {', '.join(still)}",
+                             hint="add their .deb/.rpm files (and dependencies) to the local asset source")
+
+
+def _local_packages(cluster: Cluster, family: str, arch: str) -> list[Path]:
+    source = cluster.spec.assets.local_source
+    if not source:
+        return []
+    from kubexm.assets import AssetStore, LocalSource
+
+    kind = "deb" if family == "debian" else "rpm"
+    store = AssetStore(Path(source).expanduser())
+    local = LocalSource(Path(source).expanduser())
+    try:
+        entries = local.entries()
+    except Exception:
+        return []
+    out = []
+    for e in entries:
+        if e.get("component") == kind and e.get("arch") in (arch, "all"):
+            _, path = store.get(kind, str(e["version"]), str(e["arch"]), name=str(e.get("name", "")))
+            out.append(path)
+    return out
+
+
+def chrony_conf(cluster: Cluster, host_name: str) -> str:
+    """Upstream NTP servers when given; otherwise the first control-plane node serves the others."""
+    lines = ["# Managed by kubexm.", "driftfile /var/lib/chrony/chrony.drift", "makestep 1.0 3", "rtcsync"]
+    servers = cluster.spec.system.ntp_servers
+    cps = cluster.hosts_with_role("control-plane")
+    if servers:
+        lines += [f"server {s} iburst" for s in servers]
+    elif cps and cps[0].name == host_name:
+        lines += ["local stratum 10"]
+        lines += [f"allow {h.internal_ip}" for h in cluster.spec.hosts if h.name != host_name]
+    elif cps:
+        lines.append(f"server {cps[0].internal_ip} iburst")
+    return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class SyncTime(Step):
+    """chrony with the spec's NTP servers (or the first control-plane node as the cluster's source)."""
+
+    def describe(self) -> str:
+        return "configure chrony"
+
+    def _paths(self, family: str) -> tuple[str, str]:
+        return ("/etc/chrony/chrony.conf", "chrony") if family == "debian" else ("/etc/chrony.conf", "chronyd")
+
+    async def check(self, host: HostContext) -> bool:
+        facts = await host.facts()
+        conf, unit = self._paths(facts.os_family)
+        if await host.sha256(conf) != _sha(chrony_conf(host.cluster, host.name)):
+            return False
+        if facts.is_container:
+            return True  # configured; a container cannot run it (see run)
+        return (await host.run(f"systemctl is-active -q {unit}", check=False)).ok
+
+    async def run(self, host: HostContext) -> None:
+        facts = await host.facts()
+        conf, unit = self._paths(facts.os_family)
+        await host.upload(chrony_conf(host.cluster, host.name).encode(), conf, mode=0o644)
+        if facts.is_container:
+            raise NotApplicable(f"{conf} written; a {facts.container} container cannot set the clock "
+                                "(it shares the host's clock), so chrony is not started")
+        await host.run(f"systemctl enable {unit} && systemctl restart {unit}")
