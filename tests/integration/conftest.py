@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 SSHD_BIN = "/usr/sbin/sshd"
-USER = "kxtest"
+USER = "kxitest"  # not shared with any other test suite that may run on this machine
 PASSWORD = "kx-Test-pw-4711"  # a throwaway account that exists only while the tests run
 PASSPHRASE = "kx-key-phrase-99"
 
@@ -90,7 +90,7 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SSHD]:
     root = tmp_path_factory.mktemp("sshd")
     os.chmod(root, 0o755)
     _ensure_user()
-    sudoers = Path("/etc/sudoers.d/kubexm-kxtest")
+    sudoers = Path(f"/etc/sudoers.d/kubexm-{USER}")
     sudoers.write_text(f"{USER} ALL=(ALL) ALL\n")
     sudoers.chmod(0o440)
     home = Path(f"/home/{USER}")
