@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from kubexm import api
+from kubexm.api import Outcome
 from kubexm.cli.common import (
     AcceptKeyOpt,
     ContextOpt,
@@ -22,6 +23,17 @@ from kubexm.cli.common import (
     run_options,
     views,
 )
+from kubexm.engine import RunOptions
+from kubexm.spec.models import Cluster
+
+
+def run_pipeline(target: Cluster, pipeline: str, options: RunOptions, log_format: LogFormat) -> Outcome:
+    """Run a registered pipeline with the chosen view; exits non-zero when it failed."""
+    listeners, view = views(log_format)
+    outcome = api.run_pipeline(target, pipeline, options, command_line=command_line(), listeners=listeners)
+    exit_with(finish(outcome, view, log_format))
+    return outcome
+
 
 backup_app = typer.Typer(help="Back up a cluster (etcd snapshot, optionally the PKI).", no_args_is_help=True)
 restore_app = typer.Typer(help="Restore a cluster from a kubexm backup.", no_args_is_help=True)
@@ -44,10 +56,7 @@ def backup_cluster(
     target = api.resolve_cluster(file, cluster)
     options = run_options(accept_keys=accept_new_host_key)
     options.extra.update({"to_location": str(to_location), "include_pki": include_pki, "prefix": prefix})
-    listeners, view = views(log_format)
-    outcome = api.run_pipeline(target, "BackupClusterPipeline", options, command_line=command_line(),
-                               listeners=listeners)
-    exit_with(finish(outcome, view, log_format))
+    run_pipeline(target, "BackupClusterPipeline", options, log_format)
 
 
 @restore_app.command("cluster")
@@ -71,10 +80,7 @@ def restore_cluster(
     options = run_options(accept_keys=accept_new_host_key)
     options.force = force
     options.extra["from_file"] = str(from_file)
-    listeners, view = views(log_format)
-    outcome = api.run_pipeline(target, "RestoreClusterPipeline", options, command_line=command_line(),
-                               listeners=listeners)
-    exit_with(finish(outcome, view, log_format))
+    run_pipeline(target, "RestoreClusterPipeline", options, log_format)
 
 
 @certs_app.command("check")
@@ -93,11 +99,9 @@ def certs_check(
     options = run_options(accept_keys=accept_new_host_key)
     options.extra["warn_days"] = warn_days
     listeners, view = views(log_format)
-    outcome = api.run_pipeline(target, "CheckCertsPipeline", options, command_line=command_line(),
-                               listeners=listeners)
-    code = finish(outcome, view, log_format)
+    outcome = api.run_pipeline(target, "CheckCertsPipeline", options, command_line=command_line(), listeners=listeners)
     worst = outcome.shared.get("certs_worst")
-    exit_with(code or {"expiring": 3, "expired": 4}.get(str(worst), 0))
+    exit_with(finish(outcome, view, log_format) or {"expiring": 3, "expired": 4}.get(str(worst), 0))
 
 
 @certs_app.command("renew")
@@ -117,10 +121,7 @@ def certs_renew(
         raise typer.Exit(1)
     options = run_options(dry_run=dry_run, accept_keys=accept_new_host_key)
     options.extra["renew"] = which
-    listeners, view = views(log_format)
-    outcome = api.run_pipeline(target, "RenewCertsPipeline", options, command_line=command_line(),
-                               listeners=listeners)
-    exit_with(finish(outcome, view, log_format))
+    run_pipeline(target, "RenewCertsPipeline", options, log_format)
 
 
 nodes_add_app = typer.Typer(help="Add nodes to a cluster (etcd members so far).", no_args_is_help=True)
@@ -150,9 +151,7 @@ def add_nodes(
     if missing:
         raise UsageError(f"{', '.join(missing)} not listed in spec.roleGroups.etcd of the cluster file",
                          hint="add them to roleGroups.etcd (and spec.hosts) first")
-    listeners, view = views(log_format)
-    outcome = api.run_pipeline(target, "AddNodesPipeline", options, command_line=command_line(), listeners=listeners)
-    exit_with(finish(outcome, view, log_format))
+    run_pipeline(target, "AddNodesPipeline", options, log_format)
 
 
 @nodes_delete_app.command("nodes")
@@ -171,10 +170,7 @@ def delete_nodes(
         raise typer.Exit(1)
     options = run_options(nodes=nodes, accept_keys=accept_new_host_key)
     options.force = force
-    listeners, view = views(log_format)
-    outcome = api.run_pipeline(target, "DeleteNodesPipeline", options, command_line=command_line(),
-                               listeners=listeners)
-    exit_with(finish(outcome, view, log_format))
+    run_pipeline(target, "DeleteNodesPipeline", options, log_format)
 
 
 def api_match(cluster: object, nodes: str) -> list[str]:
