@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 SSHD_BIN = "/usr/sbin/sshd"
-USER = "kxitest"  # not shared with any other test suite that may run on this machine
+# A user of this test session only (removed at the end): two test runs on one machine never share one.
+USER = f"kxit{os.getpid()}"
 PASSWORD = "kx-Test-pw-4711"  # a throwaway account that exists only while the tests run
 PASSPHRASE = "kx-key-phrase-99"
 
@@ -118,3 +119,5 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SSHD]:
     finally:
         server.stop()
         sudoers.unlink(missing_ok=True)
+        subprocess.run(["pkill", "-u", USER], check=False)
+        subprocess.run(["userdel", "-r", USER], capture_output=True, check=False)

@@ -228,10 +228,14 @@ class WaitEtcdHealthy(Step):
     """Wait until every member reports healthy over TLS (once, after all members started)."""
 
     timeout: float = 120.0
-    mutates = False
 
     def describe(self) -> str:
         return "wait until every etcd member is healthy over TLS"
+
+    async def check(self, host: HostContext) -> bool:
+        # Healthy already: nothing to wait for. In a plan, an unhealthy (or not yet installed) cluster
+        # shows as "would change" instead of the plan itself waiting for a cluster it did not start.
+        return (await cluster_health(host))[0]
 
     async def run(self, host: HostContext) -> None:
         last = await wait_healthy(host, self.timeout, "etcd did not become healthy",
