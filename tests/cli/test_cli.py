@@ -165,7 +165,11 @@ def test_generate_docs_and_schema(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_completion_script(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = cli(capsys, "completion", "bash")
-    assert code == 0 and "_KUBEXM_COMPLETE" in out
+    assert code == 0 and "_KUBEXM_COMPLETE=complete_bash" in out
+    code, out, _ = cli(capsys, "completion", "zsh")
+    assert code == 0 and out.strip().startswith("#compdef kubexm")
+    code, out, _ = cli(capsys, "completion", "fish")
+    assert code == 0 and out.startswith("complete --command kubexm")
     code, _, err = cli(capsys, "completion", "tcsh")
     assert code == 1 and "bash, zsh, fish" in err
 

@@ -54,8 +54,15 @@ def completion(shell: Annotated[str, typer.Argument(help="bash, zsh, fish or pow
     """Print the shell completion script; e.g. `kubexm completion bash > /etc/bash_completion.d/kubexm`."""
     if shell not in ("bash", "zsh", "fish", "powershell", "pwsh"):
         raise KubexmError(f"no completion for shell '{shell}'", hint="use bash, zsh, fish or powershell")
-    # Typer's own --show-completion prints the script for a named shell.
-    typer.main.get_command(app).main(["--show-completion", shell], prog_name="kubexm")
+    # Typer's documented completion protocol: with _KUBEXM_COMPLETE=source_<shell> the program prints the
+    # script for that shell and exits (--show-completion would guess the shell from the environment instead).
+    os.environ["_KUBEXM_COMPLETE"] = f"source_{'powershell' if shell == 'pwsh' else shell}"
+    try:
+        typer.main.get_command(app).main([], prog_name="kubexm")
+    except SystemExit:
+        pass
+    finally:
+        os.environ.pop("_KUBEXM_COMPLETE", None)
 
 
 def run_cli(args: Sequence[str] | None = None) -> int:
