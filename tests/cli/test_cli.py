@@ -180,3 +180,26 @@ def test_locked_cluster_is_refused(capsys: pytest.CaptureFixture[str], cluster_f
     with cluster_lock("demo", "kubexm create cluster -f other.yaml"):
         code, _, err = cli(capsys, "create", "cluster", "-f", str(cluster_file), "-y")
     assert code == 4 and "cluster demo is busy" in err
+
+
+def test_secret_overrides_never_reach_history_or_audit(capsys: pytest.CaptureFixture[str], cluster_file: Path,
+                                                       fleet: MemoryFleet, kubexm_home: Path) -> None:
+    import sys as _sys
+
+    from kubexm.cli.common import command_line
+
+    assert command_line(["run", "command", "-e", "spec.hosts[0].sudoPassword=hunter2", "--", "id"]) == \
+        "kubexm run command -e 'spec.hosts[0].sudoPassword=<redacted>' -- id"
+    argv = ["create", "cluster", "-f", str(cluster_file), "-y", "--tags", "preflight",
+            "-e", "spec.hosts[1].password=s3cr3t-value"]
+    old = _sys.argv
+    _sys.argv = ["kubexm", *argv]
+    try:
+        code, out, err = cli(capsys, *argv)
+    finally:
+        _sys.argv = old
+    assert code == 0, out + err
+    raw = (kubexm_home / "state.db").read_bytes()
+    assert b"s3cr3t-value" not in raw
+    code, out, _ = cli(capsys, "audit", "--json")
+    assert "s3cr3t-value" not in out and "<redacted>" in out

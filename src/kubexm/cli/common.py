@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shlex
 import sys
 from enum import StrEnum
@@ -50,7 +51,8 @@ err_console = Console(stderr=True, highlight=False)
 
 
 def console() -> Console:
-    return Console(highlight=False)
+    # Not a terminal (CI logs, pipes): a wide page so tables and paths are not cut at 80 columns.
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 200)
 
 
 def split(value: str | None) -> set[str]:
@@ -78,9 +80,18 @@ def views(log_format: LogFormat) -> tuple[list[Listener], ConsoleView | None]:
     return [view], view
 
 
-def command_line() -> str:
-    """The invocation as typed, for the run history and audit log (flags only, no secrets are flags)."""
-    return "kubexm " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+_SECRET = re.compile(r"pass(word|phrase)?|secret|token|key", re.I)
+
+
+def command_line(argv: list[str] | None = None) -> str:
+    """The invocation for the run history and audit log, with secret-looking `-e key=value` values redacted."""
+    out = []
+    for arg in (sys.argv[1:] if argv is None else argv):
+        key, sep, _ = arg.partition("=")
+        if sep and _SECRET.search(key.rsplit(".", 1)[-1]):
+            arg = f"{key}=<redacted>"
+        out.append(shlex.quote(arg))
+    return " ".join(["kubexm", *out])
 
 
 def exit_with(code: int) -> None:
