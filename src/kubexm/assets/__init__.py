@@ -100,7 +100,7 @@ class LocalSource:
                 return Asset(component, version, arch, str(e["file"]), str(e["sha256"]).lower())
         return None
 
-    def add(self, component: str, version: str, arch: str, file: Path, name: str = "") -> Asset:
+    def add(self, component: str, version: str, arch: str, file: Path, name: str = "", group: str = "") -> Asset:
         """Copy ``file`` into the source and record it in the manifest with its sha256."""
         self.root.mkdir(parents=True, exist_ok=True)
         target = self.root / file.name
@@ -110,12 +110,14 @@ class LocalSource:
             entries = self.entries()
         except KubexmError:
             entries = []
-        entries = [e for e in entries if (e.get("component"), str(e.get("version")), e.get("arch"), e.get("name", ""))
-                   != (component, version, arch, name)]
+        entries = [e for e in entries if (e.get("component"), str(e.get("version")), e.get("arch"), e.get("name", ""),
+                                          e.get("group", "")) != (component, version, arch, name, group)]
         asset = Asset(component, version, arch, file.name, sha256_of(target))
         entry = {"component": component, "version": version, "arch": arch, "file": file.name, "sha256": asset.sha256}
         if name:
             entry["name"] = name
+        if group:
+            entry["group"] = group
         entries.append(entry)
         yaml = YAML()
         with open(self.root / MANIFEST, "w") as fh:

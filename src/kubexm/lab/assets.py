@@ -77,6 +77,8 @@ def etcd_local_source() -> tuple[Path, str]:
 # Node packages kubexm's OS module installs (socat, conntrack, ...); lab nodes have no mirror, so the lab
 # provides them as .deb files, with every dependency the lab's base does not already have.
 NODE_PACKAGES = ("socat", "conntrack", "ebtables", "ipset", "chrony", "ipvsadm")
+# The container runtime the lab offers (Debian's containerd, runc and CNI plugins), as its own group.
+RUNTIME_PACKAGES = ("containerd", "runc", "containernetworking-plugins")
 
 
 def _download_for_base(packages: tuple[str, ...], base: Path, into: Path) -> list[Path]:
@@ -96,23 +98,25 @@ def _download_for_base(packages: tuple[str, ...], base: Path, into: Path) -> lis
 
 
 def deb_local_source(base: Path) -> Path:
-    """Add the node packages (and their missing dependencies) as `deb` entries to the lab's local source."""
+    """Add the node packages and the runtime packages (with their dependencies the lab base lacks) as
+    `deb` entries of groups `base` and `containerd` to the lab's local source."""
     root = cache_root().parent / "lab-assets"
     source = LocalSource(root)
     try:
-        have = {e.get("name") for e in source.entries() if e.get("component") == "deb"}
+        have = {(e.get("group", "base"), e.get("name")) for e in source.entries() if e.get("component") == "deb"}
     except KubexmError:
         have = set()
-    if set(NODE_PACKAGES) <= have:
-        return root
-    work = Path(tempfile.mkdtemp(prefix="kubexm-debs-"))
-    try:
-        for deb in _download_for_base(NODE_PACKAGES, base, work):
-            name = subprocess.run(["dpkg-deb", "-f", str(deb), "Package"], capture_output=True, text=True,
-                                  check=True).stdout.strip()
-            version = subprocess.run(["dpkg-deb", "-f", str(deb), "Version"], capture_output=True, text=True,
-                                     check=True).stdout.strip()
-            source.add("deb", version, _deb_arch(deb), deb, name=name)
-        return root
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    for group, packages in (("base", NODE_PACKAGES), ("containerd", RUNTIME_PACKAGES)):
+        if {(group, p) for p in packages} <= have:
+            continue
+        work = Path(tempfile.mkdtemp(prefix="kubexm-debs-"))
+        try:
+            for deb in _download_for_base(packages, base, work):
+                name = subprocess.run(["dpkg-deb", "-f", str(deb), "Package"], capture_output=True, text=True,
+                                      check=True).stdout.strip()
+                version = subprocess.run(["dpkg-deb", "-f", str(deb), "Version"], capture_output=True, text=True,
+                                         check=True).stdout.strip()
+                source.add("deb", version, _deb_arch(deb), deb, name=name, group=group)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    return root

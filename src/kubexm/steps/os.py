@@ -279,17 +279,23 @@ def wanted_packages(cluster: Cluster) -> list[str]:
 
 
 @dataclass(frozen=True)
-class BasePackages(Step):
-    """socat, conntrack, ebtables, ipset, chrony (+ipvsadm): from the local asset source's .deb/.rpm files
-    when it has them (hosts without a mirror), else through apt or dnf/yum."""
+class Packages(Step):
+    """Distribution packages: from the local asset source's .deb/.rpm files of this ``group`` when it has
+    them (hosts without a mirror), else through apt or dnf/yum."""
+
+    group: str = "base"
+    names: tuple[str, ...] = ()  # empty: the base set the cluster spec asks for
 
     def describe(self) -> str:
-        return "install base packages"
+        return f"install {self.group} packages"
+
+    def wanted(self, cluster: Cluster) -> list[str]:
+        return list(self.names) or wanted_packages(cluster)
 
     async def _missing(self, host: HostContext) -> list[str]:
         family = (await host.facts()).os_family
         supported_family(family)
-        pkgs = wanted_packages(host.cluster)
+        pkgs = self.wanted(host.cluster)
         query = "dpkg-query -W -f='${Package} ${Status}\\n'" if family == "debian" else "rpm -q --qf '%{NAME} installed\\n'"
         res = await host.run(f"{query} {' '.join(pkgs)} 2>/dev/null", check=False)
         have = {line.split()[0] for line in res.stdout.splitlines() if line.rstrip().endswith("installed")}
@@ -301,7 +307,7 @@ class BasePackages(Step):
     async def run(self, host: HostContext) -> None:
         missing = await self._missing(host)
         facts = await host.facts()
-        local = _local_packages(host.cluster, facts.os_family, facts.arch)
+        local = _local_packages(host.cluster, facts.os_family, facts.arch, self.group)
         if local:
             remote_dir = "/var/lib/kubexm/packages"
             await host.run(f"mkdir -p {remote_dir}")
@@ -327,7 +333,10 @@ class BasePackages(Step):
                              hint="add their .deb/.rpm files (and dependencies) to the local asset source")
 
 
-def _local_packages(cluster: Cluster, family: str, arch: str) -> list[Path]:
+BasePackages = Packages  # the default group is the base set
+
+
+def _local_packages(cluster: Cluster, family: str, arch: str, group: str) -> list[Path]:
     source = cluster.spec.assets.local_source
     if not source:
         return []
@@ -342,7 +351,7 @@ def _local_packages(cluster: Cluster, family: str, arch: str) -> list[Path]:
         return []
     out = []
     for e in entries:
-        if e.get("component") == kind and e.get("arch") in (arch, "all"):
+        if e.get("component") == kind and e.get("arch") in (arch, "all") and e.get("group", "base") == group:
             _, path = store.get(kind, str(e["version"]), str(e["arch"]), name=str(e.get("name", "")))
             out.append(path)
     return out
