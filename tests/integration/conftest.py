@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -55,13 +58,28 @@ class SSHD:
                 time.sleep(0.05)
         raise RuntimeError(f"sshd did not start: {(self.root / 'sshd.log').read_text()[-500:]}")
 
+    def sessions(self) -> list[int]:
+        """Pids of the per-connection sshd processes (privileged monitor and network child) and what
+        they run: all descendants of the listener this fixture started."""
+        return [] if self.proc is None else descendants_of(self.proc.pid)
+
+    def kill_sessions(self) -> int:
+        """Cut every open connection while the listener keeps accepting new ones."""
+        pids = self.sessions()
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        return len(pids)
+
     def stop(self) -> None:
         if self.proc is not None:
+            sessions = self.sessions()  # they outlive the listener; end them so clients see the drop
             self.proc.terminate()
             self.proc.wait(5)
             self.proc = None
-        # sshd's per-connection children outlive the listener; end them so clients see the drop.
-        subprocess.run(["pkill", "-f", f"sshd: {self.user}"], check=False)
+            for pid in sessions:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
 
     def new_host_key(self) -> None:
         key = self.root / "ssh_host_ed25519_key"
@@ -73,6 +91,42 @@ class SSHD:
         lines = [f"    - name: {name}", f"      address: {address}", f"      port: {self.port}", f"      user: {self.user}"]
         lines += [f"      {k}: {v}" for k, v in fields.items()]
         return "\n".join(lines) + "\n"
+
+
+def descendants_of(root: int) -> list[int]:
+    """Every process below ``root`` (children, grandchildren...), read from /proc's parent pids."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry)] = int(stat.rpartition(")")[2].split()[1])  # ppid: 4th field of stat
+    found: list[int] = []
+    frontier = [root]
+    while frontier:
+        below = [pid for pid, ppid in parents.items() if ppid in frontier]
+        found += below
+        frontier = below
+    return found
+
+
+def _end_user_processes(user: str) -> None:
+    """End what the session's own test user still runs (it exists only for this session), pid by pid."""
+    try:
+        uid = pwd.getpwnam(user).pw_uid
+    except KeyError:
+        return
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                owner = os.stat(f"/proc/{entry}").st_uid
+            except OSError:
+                continue
+            if owner == uid:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(entry), signal.SIGKILL)
 
 
 def _ensure_user() -> None:
@@ -110,8 +164,11 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SSHD]:
     (root / "sshd_config").write_text(
         f"Port {port}\nListenAddress 127.0.0.1\nListenAddress 127.0.0.2\nHostKey {root}/ssh_host_ed25519_key\n"
         f"PidFile {root}/sshd.pid\nPasswordAuthentication yes\nKbdInteractiveAuthentication no\n"
-        "UsePAM yes\nPermitRootLogin no\nSubsystem sftp internal-sftp\nMaxStartups 100\nMaxSessions 100\n"
-        f"AllowUsers {USER}\n")
+        "UsePAM yes\nPermitRootLogin prohibit-password\nSubsystem sftp internal-sftp\nMaxStartups 100\n"
+        f"MaxSessions 100\nAllowUsers {USER} root\nStrictModes no\n"
+        # root may log in with the session's key only, from this session's own key file (never /root/.ssh)
+        f"Match User root\n  AuthorizedKeysFile {root}/root_authorized_keys\n")
+    (root / "root_authorized_keys").write_text((root / "id_plain.pub").read_text())
     server = SSHD(root, port, USER, PASSWORD, root / "id_plain", root / "id_enc", PASSPHRASE)
     server.start()
     try:
@@ -119,5 +176,5 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SSHD]:
     finally:
         server.stop()
         sudoers.unlink(missing_ok=True)
-        subprocess.run(["pkill", "-u", USER], check=False)
+        _end_user_processes(USER)
         subprocess.run(["userdel", "-r", USER], capture_output=True, check=False)

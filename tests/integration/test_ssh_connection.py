@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from pathlib import Path
 
 import pytest
 
-from kubexm.engine import RunContext, RunOptions
+from kubexm.engine import Event, EventBus, Executor, RunContext, RunOptions
 from kubexm.errors import AuthenticationError, ConnectionFault, HostKeyError
 from kubexm.hosts.base import ConnectOptions
 from kubexm.hosts.ssh import SSHConnection
+from kubexm.pipelines.adhoc import RUN_COMMAND
 from kubexm.spec.loader import parse_cluster
 from kubexm.spec.models import Host
 
@@ -89,9 +91,12 @@ async def test_nothing_listening_is_connection_fault() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    conn = SSHConnection(Host(name="gone", address="127.0.0.1", port=port), ConnectOptions(connect_timeout=3))
-    with pytest.raises(ConnectionFault, match="connection refused"):
+    conn = SSHConnection(Host(name="gone", address="127.0.0.1", port=port), ConnectOptions(connect_timeout=10))
+    started = time.monotonic()
+    with pytest.raises(ConnectionFault, match=f"gone: cannot connect to 127.0.0.1:{port}: connection refused") as err:
         await conn.open()
+    assert time.monotonic() - started < 2, "a refused port must fail at once, not after the connect timeout"
+    assert err.value.hint and "sshd listens" in err.value.hint
 
 
 def cluster_yaml(sshd: SSHD, names: list[str], **fields: object) -> str:
@@ -110,7 +115,11 @@ async def test_upload_skips_identical_file_and_download(sshd: SSHD, tmp_path: Pa
         assert await h.upload(payload, "/opt/kubexm-it/blob.bin", mode=0o600) is True
         stat = await h.run("stat -c '%U %a' /opt/kubexm-it/blob.bin")
         assert stat.stdout.split() == ["root", "600"]
-        assert await h.upload(payload, "/opt/kubexm-it/blob.bin", mode=0o600) is False
+        assert await h.upload(payload, "/opt/kubexm-it/blob.bin", mode=0o640) is False  # same content: skipped
+        stat = await h.run("stat -c '%U %a' /opt/kubexm-it/blob.bin")
+        assert stat.stdout.split() == ["root", "640"]  # ...but the mode asked for is still enforced
+        leftovers = await h.run("ls -a /tmp /opt/kubexm-it | grep -c '^.kubexm-' || true")
+        assert leftovers.stdout.strip() == "0", "the staged copy of an upload must not be left behind"
         back = tmp_path / "back.bin"
         await h.download("/opt/kubexm-it/blob.bin", back)
         assert back.read_bytes() == payload.read_bytes()
@@ -148,9 +157,11 @@ async def test_dropped_connection_is_reopened(sshd: SSHD) -> None:
         assert await whoami(conn, sudo=False) == sshd.user
         sshd.stop()  # kills the listener and this session's sshd process
         sshd.start()
-        with pytest.raises(ConnectionFault):
-            await conn.run("true", sudo=False)
-        assert await whoami(conn, sudo=False) == sshd.user  # reconnected on the next call
+        for _ in range(50):  # the client notices the closed socket on its own
+            if conn._conn is None or conn._conn.is_closed():
+                break
+            await asyncio.sleep(0.05)
+        assert await whoami(conn, sudo=False) == sshd.user  # the next call dials again by itself
     finally:
         await conn.close()
 
@@ -192,3 +203,88 @@ async def test_agent_authentication(sshd: SSHD, tmp_path: Path, monkeypatch: pyt
     finally:
         agent.terminate()
         agent.wait()
+
+
+def _running(fragment: str) -> bool:
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                if fragment in Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode():
+                    return True
+            except OSError:
+                continue
+    return False
+
+
+async def test_killed_session_mid_command_is_retried_by_the_executor(sshd: SSHD) -> None:
+    cluster = parse_cluster(cluster_yaml(sshd, ["n1"], privateKeyPath=sshd.key, sudoPassword=sshd.password))
+    events: list[Event] = []
+    run = RunContext(cluster, RunOptions(retry_backoff=0.1, extra={"command": "sleep 1.5; echo finished"}),
+                     bus=EventBus([events.append]))
+    try:
+        execution = asyncio.create_task(Executor(run).run_pipeline(RUN_COMMAND))
+        for _ in range(100):  # wait until the command runs on the host, then cut the connection under it
+            await asyncio.sleep(0.05)
+            if await asyncio.to_thread(_running, "sleep 1.5"):
+                break
+        assert sshd.kill_sessions() >= 1
+        report = await execution
+    finally:
+        await run.close()
+    assert report.ok, report.failures
+    retries = [e for e in events if e.kind == "host.retry"]
+    assert retries and retries[0].host == "n1" and "connection lost" in (retries[0].message or "")
+    assert any(e.kind == "message" and "finished" in (e.message or "") for e in events)
+
+
+async def test_sudo_password_never_in_events(sshd: SSHD) -> None:
+    yaml = cluster_yaml(sshd, ["n1", "n2"], privateKeyPath=sshd.key, sudoPassword=sshd.password)
+    yaml = yaml.replace("    - name: n2\n      address: 127.0.0.1", "    - name: n2\n      address: 127.0.0.2")
+    events: list[Event] = []
+    run = RunContext(parse_cluster(yaml), RunOptions(extra={"command": "id -u; false"}), bus=EventBus([events.append]))
+    try:
+        report = await Executor(run).run_pipeline(RUN_COMMAND)
+    finally:
+        await run.close()
+    assert {r.host for r in report.failures} == {"n1", "n2"}  # `false` fails on both, after `id -u` ran as root
+    outputs = [e for e in events if e.kind == "message"]
+    assert sorted(e.data["stdout"].split() for e in outputs) == [["0"], ["0"]]
+    assert not any(sshd.password in repr(e) for e in events)
+    assert not any(sshd.password in f"{r.message} {r.stderr} {r.command}" for r in report.records)
+
+
+async def test_unknown_host_refused_when_new_keys_are_not_accepted(sshd: SSHD, kubexm_home: Path) -> None:
+    h = host(sshd, privateKeyPath=str(sshd.key))
+    with pytest.raises(HostKeyError, match="not in kubexm's known hosts") as err:
+        await SSHConnection(h, ConnectOptions(accept_new_host_keys=False)).open()
+    assert "--accept-new-host-key n1" in (err.value.hint or "")
+    known = kubexm_home / "known_hosts"
+    assert not known.exists() or "[127.0.0.1]" not in known.read_text()
+
+
+async def test_root_user_runs_without_sudo_and_moves_files_over_sftp(sshd: SSHD, tmp_path: Path) -> None:
+    conn = SSHConnection(host(sshd, user="root", privateKeyPath=str(sshd.key)), ConnectOptions())
+    try:
+        res = await conn.run("id -u; echo \"sudo_user=${SUDO_USER:-}\"")
+        assert res.stdout.split() == ["0", "sudo_user="]  # root: the command is not wrapped in sudo
+        await conn.put(b"secret-material\n", "/opt/kubexm-it-root/sub/key.pem", mode=0o600)
+        stat = await conn.run("stat -c '%U %a' /opt/kubexm-it-root/sub/key.pem; ls -a /opt/kubexm-it-root/sub")
+        assert stat.stdout.split() == ["root", "600", ".", "..", "key.pem"]
+        back = tmp_path / "key.pem"
+        await conn.get("/opt/kubexm-it-root/sub/key.pem", back)
+        assert back.read_bytes() == b"secret-material\n"
+    finally:
+        await conn.run("rm -rf /opt/kubexm-it-root")
+        await conn.close()
+
+
+async def test_non_root_get_reads_root_only_file(sshd: SSHD, tmp_path: Path) -> None:
+    conn = SSHConnection(host(sshd, privateKeyPath=str(sshd.key), sudoPassword=sshd.password), ConnectOptions())
+    try:
+        await conn.put(b"only root reads this", "/opt/kubexm-it-get/f", mode=0o600)
+        assert not (await conn.run("cat /opt/kubexm-it-get/f", sudo=False)).ok  # the user alone cannot
+        await conn.get("/opt/kubexm-it-get/f", tmp_path / "f")
+        assert (tmp_path / "f").read_bytes() == b"only root reads this"
+    finally:
+        await conn.run("rm -rf /opt/kubexm-it-get")
+        await conn.close()

@@ -19,7 +19,7 @@ import asyncssh
 from kubexm import paths
 from kubexm.errors import AuthenticationError, ConnectionFault, HostKeyError, KubexmError
 from kubexm.hosts.base import CommandResult, Connection, ConnectOptions, sudo_wrap
-from kubexm.hosts.known_hosts import KnownHosts
+from kubexm.hosts.known_hosts import KnownHosts, KnownKey
 from kubexm.spec.models import Bastion, Host
 
 # Transport failures after the connection was made: the engine retries these.
@@ -32,6 +32,7 @@ _TRANSPORT_ERRORS = (
     EOFError,
     BrokenPipeError,
 )
+_CHUNK = 4 << 20  # bytes per SFTP write (asyncssh splits each into parallel requests)
 
 
 class _PinningClient(asyncssh.SSHClient):
@@ -106,7 +107,9 @@ class SSHConnection(Connection):
     # -- connecting -----------------------------------------------------------------------
     async def open(self) -> None:
         if self._conn is not None:
-            return
+            if not self._conn.is_closed():
+                return
+            await self._drop()  # the link died while idle (host rebooted, sshd restarted): dial again
         tunnel = None
         if self.bastion is not None:
             b = self.bastion
@@ -138,6 +141,7 @@ class SSHConnection(Connection):
             conn, _ = await asyncssh.create_connection(
                 lambda: client, address, port, tunnel=tunnel,
                 known_hosts=([], [], []),  # nothing pre-trusted: every key goes through the pinning client
+                server_host_key_algs=_host_key_algs(client.store.lookup(address, port)),
                 connect_timeout=self.options.connect_timeout,
                 keepalive_interval=15, keepalive_count_max=3,
                 config=None, **kwargs,
@@ -146,6 +150,9 @@ class SSHConnection(Connection):
             if client.mismatch == "unknown":
                 raise HostKeyError(f"{name} ({where}) is not in kubexm's known hosts",
                                    hint=f"re-run with --accept-new-host-key {name}") from None
+            if client.mismatch is None:  # e.g. a host certificate, which kubexm does not pin
+                raise HostKeyError(f"host key of {name} ({where}) could not be verified",
+                                   hint=f"re-run with --accept-new-host-key {name} to pin the key it presents") from None
             raise HostKeyError(
                 f"host key of {name} ({where}) changed: it now presents {client.mismatch}, "
                 "which is not the key remembered on first use",
@@ -180,11 +187,11 @@ class SSHConnection(Connection):
             line, feed = sudo_wrap(command, password_needed=self._sudo_password is not None)
             if feed and self._sudo_password is not None:
                 data = self._sudo_password.encode() + b"\n" + (data or b"")
+        limit = timeout or self.options.command_timeout
         try:
-            proc = await self._conn.run(line, input=data, check=False, encoding=None,
-                                        timeout=timeout or self.options.command_timeout)
+            proc = await self._conn.run(line, input=data, check=False, encoding=None, timeout=limit)
         except asyncssh.TimeoutError as exc:
-            return 124, _bytes(exc.stdout), _bytes(exc.stderr) + f"\ntimed out after {timeout}s".encode()
+            return 124, _bytes(exc.stdout), _bytes(exc.stderr) + f"\ntimed out after {limit:g}s".encode()
         except _TRANSPORT_ERRORS as exc:
             await self._drop()
             raise ConnectionFault(f"{self.name}: connection lost while running a command: {_reason(exc)}",
@@ -227,11 +234,14 @@ class SSHConnection(Connection):
             if self.is_root:
                 await self._checked(f"mkdir -p {shlex.quote(parent)}")
             sftp = await self._sftp_client()
-            if isinstance(source, bytes):
-                async with sftp.open(staged, "wb") as fh:
+            # Created exclusively and private: a key being uploaded is never readable by others in transit.
+            async with sftp.open(staged, "xb", asyncssh.SFTPAttrs(permissions=0o600)) as fh:
+                if isinstance(source, bytes):
                     await fh.write(source)
-            else:
-                await sftp.put(str(source), staged)
+                else:
+                    with open(source, "rb") as local:
+                        while chunk := local.read(_CHUNK):
+                            await fh.write(chunk)
             if self.is_root:
                 await sftp.chmod(staged, mode)
                 await sftp.posix_rename(staged, remote)
@@ -310,10 +320,29 @@ def _signal_number(name: str) -> int:
         return 0
 
 
+_SUDO_REFUSALS = ("incorrect password", "a password is required", "no password was provided",
+                  "is not in the sudoers file", "may not run sudo", "is not allowed to execute")
+
+
 def _sudo_refused(stderr: bytes) -> bool:
-    text = stderr.decode(errors="replace").lower()
-    return ("incorrect password" in text or "a password is required" in text or "no password was provided" in text
-            or "is not in the sudoers file" in text or "may not run sudo" in text)
+    """Whether sudo itself (not the command it ran) refused: sudo's own ``sudo:`` lines, or its sudoers verdict."""
+    for line in stderr.decode(errors="replace").lower().splitlines():
+        if "is not in the sudoers file" in line or (line.startswith("sudo:") and any(r in line for r in _SUDO_REFUSALS)):
+            return True
+    return False
+
+
+def _host_key_algs(known: KnownKey | None) -> list[str]:
+    """Plain host-key algorithms, the pinned key's first: a server with several keys keeps presenting
+    the pinned one, and certificates (which kubexm does not pin) are not negotiated."""
+    algs = [a.decode() for a in asyncssh.public_key.get_default_public_key_algs()]
+    if known is None:
+        return algs
+    try:
+        pinned = [a.decode() for a in asyncssh.import_public_key(known.key).sig_algorithms]
+    except (asyncssh.KeyImportError, ValueError):
+        return algs
+    return pinned + [a for a in algs if a not in pinned]
 
 
 def _reason(exc: BaseException) -> str:
