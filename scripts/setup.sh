@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-apt_packages=(openssh-server openssh-client sudo iproute2 openssl debootstrap systemd-container)
+# haproxy, keepalived and kubectl validate the configs and kubeconfigs kubexm generates.
+apt_packages=(openssh-server openssh-client sudo iproute2 openssl debootstrap systemd-container haproxy keepalived)
 missing=()
 for p in "${apt_packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ "${#missing[@]}" -gt 0 ]; then

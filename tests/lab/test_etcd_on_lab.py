@@ -125,7 +125,7 @@ def test_certs_check_exit_code_warns(etcd_lab: RunningLab) -> None:
 
 def test_member_killed_mid_install_then_rerun_completes(running_lab: RunningLab, etcd_lab: RunningLab) -> None:
     lab = running_lab
-    lab.ssh("node3", "systemctl stop etcd && rm -f /etc/etcd.env /usr/local/bin/.kubexm-etcd.sha256")
+    lab.ssh("node3", "systemctl stop etcd && rm -f /etc/etcd.env /var/lib/kubexm/assets/etcd.installed")
     killer = threading.Timer(0.5, lambda: lab.lab.kill("node3"))
     killer.start()
     res = kubexm("create", "cluster", "-f", str(lab.cluster_file), "-y", "--tags", "etcd", "--skip-preflight")

@@ -44,6 +44,10 @@ def rolling(batch: int) -> Strategy:
     return Strategy("rolling", batch=max(1, batch))
 
 
+def _always(_: Cluster) -> bool:
+    return True
+
+
 @dataclass(frozen=True, eq=False)
 class Task:
     """A named list of steps every targeted host walks, then ``then`` steps run once.
@@ -63,6 +67,7 @@ class Task:
     then_on: Selector | None = None
     description: str = ""
     on_failure: Literal["stop", "continue"] = "stop"
+    when: Callable[[Cluster], bool] = _always  # the spec decides (e.g. which container runtime)
 
     def steps_for(self, host: HostContext) -> list[Step]:
         return list(self.steps(host) if callable(self.steps) else self.steps)
@@ -75,10 +80,6 @@ class Task:
         if skip_tags & names:
             return False
         return not tags or bool(tags & names)
-
-
-def _always(_: Cluster) -> bool:
-    return True
 
 
 @dataclass(frozen=True, eq=False)
@@ -97,6 +98,8 @@ class Module:
         # A module's tags apply to all its tasks: `--tags etcd` selects every etcd task.
         out = []
         for task in self.tasks:
+            if not task.when(cluster):
+                continue
             names = {task.name, *task.tags, *self.tags, self.name}
             if skip_tags & names:
                 continue

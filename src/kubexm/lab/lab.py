@@ -232,6 +232,8 @@ class Lab:
         assets, etcd_version = etcd_local_source()
         deb_local_source(base.base_dir())
         endpoint += (f"  etcd:\n    version: {etcd_version}   # Debian's etcd, repacked by the lab\n"
+                     "  containerRuntime:\n    # Node roots are overlayfs mounts, and overlayfs does not nest:\n"
+                     "    snapshotter: native\n"
                      f"  assets:\n    localSource: {assets}\n")
         text = (f"# Written by `kubexm lab up` for lab '{self.name}' ({state.subnet}).\n"
                 f"apiVersion: kubexm.io/v1alpha1\nkind: Cluster\nmetadata:\n  name: {self.name}\nspec:\n"

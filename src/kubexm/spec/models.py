@@ -86,6 +86,13 @@ class ControlPlaneEndpoint(SpecModel):
     port: Annotated[int, Field(ge=1, le=65535)] = 6443
     load_balancer: Literal["none", "haproxy-keepalived", "kube-vip", "internal", "external"] = "none"
     interface: str | None = None
+    # keepalived's VRRP router id: unique per VIP on one L2 segment (two clusters on one VLAN must differ).
+    virtual_router_id: Annotated[int, Field(ge=1, le=255)] = 51
+    # Where haproxy (dedicated balancers, or the per-worker "internal" proxy) listens when it shares a host
+    # with an apiserver, which already holds `port`.
+    balancer_port: Annotated[int, Field(ge=1, le=65535)] = 8443
+    kube_vip_version: str = "v0.8.9"
+    haproxy_image: str = "docker.io/library/haproxy:2.8"
 
     _ip = field_validator("address")(lambda v: v if v is None else _check_ip(v))
 
@@ -160,6 +167,11 @@ class ContainerRuntime(SpecModel):
     registry_mirrors: list[RegistryMirror] = Field(default_factory=list)
     insecure_registries: list[str] = Field(default_factory=list)
     data_root: str | None = None
+    snapshotter: str = Field(default="overlayfs", description="containerd snapshotter for kubelet and image "
+                             "imports; 'native' where overlayfs cannot nest (containers on overlay roots)")
+    cri_dockerd_version: str = Field(default="0.3.11", description="cri-dockerd release used with type docker")
+    import_images: bool = Field(default=True, description="import image archives of the local asset source "
+                                "(group images) on every node")
 
 
 class Calico(SpecModel):
@@ -212,6 +224,39 @@ class Addon(SpecModel):
     manifests: list[str] = Field(default_factory=list)
 
 
+class DNS(SpecModel):
+    """CoreDNS comes with kubeadm; NodeLocal DNSCache is optional (a caching agent on every node)."""
+
+    nodelocaldns: bool = False
+    nodelocaldns_ip: str = "169.254.25.10"
+    nodelocaldns_version: str = "1.23.1"
+    upstream_servers: list[str] = Field(default_factory=list, description="instead of the nodes' /etc/resolv.conf")
+
+    _ip = field_validator("nodelocaldns_ip")(lambda v: _check_ip(v))
+
+
+class NFSStorage(SpecModel):
+    server: str
+    path: str
+    version: str = "4.0.18"
+
+
+class LocalPathStorage(SpecModel):
+    enabled: bool = True
+    path: str = "/opt/local-path-provisioner"
+    version: str = "v0.0.30"
+
+
+class Storage(SpecModel):
+    """Storage provisioners; ``default_class`` names the StorageClass marked as the cluster default."""
+
+    local_path: LocalPathStorage = Field(default_factory=LocalPathStorage)
+    nfs: NFSStorage | None = None
+    openebs: bool = False
+    longhorn: bool = False
+    default_class: Literal["local-path", "nfs-client", "openebs-hostpath", "longhorn", "none"] = "local-path"
+
+
 class System(SpecModel):
     ntp_servers: list[str] = Field(default_factory=list)
     timezone: str | None = None
@@ -258,6 +303,8 @@ class ClusterSpec(SpecModel):
     network: Network = Field(default_factory=Network)
     registry: Registry = Field(default_factory=Registry)
     addons: list[Addon] = Field(default_factory=list)
+    dns: DNS = Field(default_factory=DNS)
+    storage: Storage = Field(default_factory=Storage)
     system: System = Field(default_factory=System)
     preflight: Preflight = Field(default_factory=Preflight)
     assets: Assets = Field(default_factory=Assets)

@@ -115,4 +115,13 @@ def validate_cluster(cluster: Cluster) -> list[str]:
                     f"spec.kubernetes.{field}: {net} contains host {host.name}'s address {ip}; "
                     "pick a range the hosts do not use"
                 )
+    rt = spec.container_runtime
+    if rt.type == "docker":
+        for i, mirror in enumerate(rt.registry_mirrors):
+            if mirror.registry not in ("docker.io", "registry-1.docker.io", "index.docker.io"):
+                problems.append(
+                    f"spec.containerRuntime.registryMirrors[{i}]: docker mirrors Docker Hub only, not "
+                    f"{mirror.registry}; use containerd or crio, or pull through the private registry")
+        if rt.snapshotter != "overlayfs":
+            problems.append("spec.containerRuntime.snapshotter: applies to containerd; docker uses its storage driver")
     return problems

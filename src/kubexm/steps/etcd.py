@@ -10,13 +10,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kubexm.assets import Asset, AssetStore
 from kubexm.engine.context import HostContext
 from kubexm.engine.step import Step
-from kubexm.errors import KubexmError, StepFailed
+from kubexm.errors import StepFailed
 from kubexm.pki import PKI
 from kubexm.pki.layout import etcd_specs
 from kubexm.spec.models import Cluster
+from kubexm.steps.binaries import InstallBinaries
 
 BIN = "/usr/local/bin"
 PKI_DIR = "/etc/kubernetes/pki/etcd"
@@ -24,7 +24,7 @@ ENV_FILE = "/etc/etcd.env"
 BOOTSTRAP_FILE = "/etc/etcd.bootstrap.env"
 UNIT_FILE = "/etc/systemd/system/etcd.service"
 ASSET_DIR = "/var/lib/kubexm/assets"
-MARKER = f"{BIN}/.kubexm-etcd.sha256"
+MARKER = InstallBinaries("etcd", ("etcd", "etcdctl")).marker
 
 
 def cluster_pki(cluster: Cluster) -> PKI:
@@ -48,23 +48,6 @@ def etcdctl(command: str, endpoints: str = "https://127.0.0.1:2379") -> str:
             f"--command-timeout=10s {command}")
 
 
-def asset_store(cluster: Cluster) -> AssetStore:
-    a = cluster.spec.assets
-    return AssetStore(Path(a.local_source).expanduser() if a.local_source else None, a.mirror, a.checksums)
-
-
-async def etcd_asset(host: HostContext) -> tuple[Asset, Path]:
-    """The verified etcd archive for this host's architecture, resolved once per run and arch."""
-    arch = (await host.facts()).arch
-    run = host.run_ctx
-    key = f"asset:etcd:{arch}"
-    if key not in run.shared:
-        store = asset_store(host.cluster)
-        run.shared[key] = await asyncio.to_thread(store.get, "etcd", host.cluster.spec.etcd.version, arch)
-    found: tuple[Asset, Path] = run.shared[key]
-    return found
-
-
 @dataclass(frozen=True)
 class EnsureEtcdPKI(Step):
     """CA, member and client certificates for etcd on the deploy machine (CAs are reused)."""
@@ -78,32 +61,6 @@ class EnsureEtcdPKI(Step):
     async def run(self, host: HostContext) -> None:
         changes = cluster_pki(host.cluster).ensure(etcd_specs(host.cluster))
         host.emit("message", message="; ".join(f"{c.path}: {c.reason}" for c in changes))
-
-
-@dataclass(frozen=True)
-class InstallEtcdBinaries(Step):
-    """etcd and etcdctl in /usr/local/bin from the verified release archive."""
-
-    def describe(self) -> str:
-        return "install etcd and etcdctl binaries"
-
-    async def check(self, host: HostContext) -> bool:
-        try:
-            asset, _ = await etcd_asset(host)
-        except KubexmError as exc:  # a plan shows the gap; a real run fails on it in run()
-            raise StepFailed(exc.message, exc.hint) from None
-        res = await host.run(f"cat {MARKER} && test -x {BIN}/etcd && test -x {BIN}/etcdctl", check=False)
-        return res.ok and res.stdout.split()[:1] == [asset.sha256]
-
-    async def run(self, host: HostContext) -> None:
-        asset, path = await etcd_asset(host)
-        remote = f"{ASSET_DIR}/{asset.file}"
-        await host.upload(path, remote, mode=0o644)
-        tmp = f"/tmp/kubexm-etcd-{asset.sha256[:12]}"
-        await host.run(
-            f"rm -rf {tmp} && mkdir -p {tmp} && tar -xzf {shlex.quote(remote)} -C {tmp} --strip-components=1 && "
-            f"install -m 0755 {tmp}/etcd {tmp}/etcdctl {BIN}/ && echo {asset.sha256} > {MARKER} && rm -rf {tmp}")
-        host.vars.setdefault("changed_files", set()).add(f"{BIN}/etcd")
 
 
 def member_files(cluster: Cluster, name: str) -> list[tuple[str, str, int]]:
@@ -261,7 +218,7 @@ def install_steps(host: HostContext) -> list[Step]:
     from kubexm.steps.common import Template
 
     return [
-        InstallEtcdBinaries(),
+        InstallBinaries("etcd", ("etcd", "etcdctl")),
         PlaceEtcdCerts(),
         Template("etcd/etcd.env.j2", ENV_FILE, 0o644, env_values(host)),
         EtcdBootstrap(),

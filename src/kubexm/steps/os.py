@@ -285,17 +285,20 @@ class Packages(Step):
 
     group: str = "base"
     names: tuple[str, ...] = ()  # empty: the base set the cluster spec asks for
+    rpm_names: tuple[str, ...] = ()  # where RHEL-family packages are named differently
 
     def describe(self) -> str:
         return f"install {self.group} packages"
 
-    def wanted(self, cluster: Cluster) -> list[str]:
+    def wanted(self, cluster: Cluster, family: str = "debian") -> list[str]:
+        if family == "rhel" and self.rpm_names:
+            return list(self.rpm_names)
         return list(self.names) or wanted_packages(cluster)
 
     async def _missing(self, host: HostContext) -> list[str]:
         family = (await host.facts()).os_family
         supported_family(family)
-        pkgs = self.wanted(host.cluster)
+        pkgs = self.wanted(host.cluster, family)
         query = "dpkg-query -W -f='${Package} ${Status}\\n'" if family == "debian" else "rpm -q --qf '%{NAME} installed\\n'"
         res = await host.run(f"{query} {' '.join(pkgs)} 2>/dev/null", check=False)
         have = {line.split()[0] for line in res.stdout.splitlines() if line.rstrip().endswith("installed")}

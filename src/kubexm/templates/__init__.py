@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from typing import Any
 
@@ -11,8 +12,12 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 @lru_cache(maxsize=1)
 def environment() -> Environment:
     # StrictUndefined: a missing value is an error at render time, never an empty string in a config.
-    return Environment(loader=PackageLoader("kubexm", "templates"), undefined=StrictUndefined,
-                       keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
+    env = Environment(loader=PackageLoader("kubexm", "templates"), undefined=StrictUndefined,
+                      keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
+    # A TOML basic string with its quotes: JSON's escapes are valid TOML, so user values
+    # (passwords, paths) can never break out of the string.
+    env.filters["toml"] = lambda value: json.dumps(str(value), ensure_ascii=False)
+    return env
 
 
 def render(template: str, /, **values: Any) -> str:
