@@ -5,6 +5,7 @@ from __future__ import annotations
 import tomllib
 
 from kubexm.spec.loader import parse_cluster
+from kubexm.spec.models import DEFAULT_K8S_VERSION
 from kubexm.spec.sample import sample_config
 from kubexm.steps.runtime import containerd_config, registry_hosts, sandbox_image
 
@@ -12,7 +13,7 @@ BASE = sample_config("rt")
 
 
 def cluster(extra: str = "", k8s: str = "v1.31.2") -> object:
-    text = BASE.replace("version: v1.32.4", f"version: {k8s}") + extra
+    text = BASE.replace(f"version: {DEFAULT_K8S_VERSION}", f"version: {k8s}") + extra
     return parse_cluster(text)
 
 

@@ -124,34 +124,39 @@ def certs_renew(
     run_pipeline(target, "RenewCertsPipeline", options, log_format)
 
 
-nodes_add_app = typer.Typer(help="Add nodes to a cluster (etcd members so far).", no_args_is_help=True)
-nodes_delete_app = typer.Typer(help="Delete nodes from a cluster (etcd membership so far).", no_args_is_help=True)
+nodes_add_app = typer.Typer(help="Add nodes to a cluster (workers, control planes, etcd members).",
+                            no_args_is_help=True)
+nodes_delete_app = typer.Typer(help="Delete nodes, or the whole cluster.", no_args_is_help=True)
+
+ROLES = ("worker", "control-plane", "etcd")
 
 
 @nodes_add_app.command("nodes")
 def add_nodes(
     nodes: Annotated[str, typer.Option("--nodes", help="hosts of the cluster file to add, comma-separated")],
-    role: Annotated[str, typer.Option("--role", help="role they join as")] = "etcd",
+    role: Annotated[str, typer.Option("--role", help="worker, control-plane or etcd")] = "worker",
     file: FileOpt = None,
     cluster: ContextOpt = None,
     dry_run: DryRunOpt = False,
     log_format: LogFormatOpt = LogFormat.text,
     accept_new_host_key: AcceptKeyOpt = None,
 ) -> None:
-    """Add hosts listed in the cluster file as etcd members, one at a time, waiting for health in between."""
+    """Add hosts listed in the cluster file: OS, runtime and kubeadm join for workers and control planes
+    (control planes also become etcd members when listed there, and balancers are updated); etcd members
+    join one at a time with health checks in between."""
     from kubexm.errors import UsageError
 
-    if role != "etcd":
-        raise UsageError(f"--role {role}: kubexm can add etcd members so far",
-                         hint="control-plane and worker nodes come with the Kubernetes modules")
+    if role not in ROLES:
+        raise UsageError(f"--role {role}: not a role kubexm adds", hint="use worker, control-plane or etcd")
     target = api.resolve_cluster(file, cluster)
     options = run_options(dry_run=dry_run, nodes=nodes, accept_keys=accept_new_host_key)
-    etcd_names = {h.name for h in target.hosts_with_role("etcd")}
-    missing = [n for n in api_match(target, nodes) if n not in etcd_names]
+    members = {h.name for h in target.hosts_with_role(role)}
+    missing = [n for n in api_match(target, nodes) if n not in members]
     if missing:
-        raise UsageError(f"{', '.join(missing)} not listed in spec.roleGroups.etcd of the cluster file",
-                         hint="add them to roleGroups.etcd (and spec.hosts) first")
-    run_pipeline(target, "AddNodesPipeline", options, log_format)
+        raise UsageError(f"{', '.join(missing)} not listed in spec.roleGroups.{role} of the cluster file",
+                         hint=f"add them to roleGroups.{role} (and spec.hosts) first")
+    pipeline = "AddNodesPipeline" if role == "etcd" else "AddKubernetesNodesPipeline"
+    run_pipeline(target, pipeline, options, log_format)
 
 
 @nodes_delete_app.command("nodes")
@@ -159,18 +164,30 @@ def delete_nodes(
     nodes: Annotated[str, typer.Option("--nodes", help="hosts to remove, comma-separated")],
     file: FileOpt = None,
     cluster: ContextOpt = None,
-    force: Annotated[bool, typer.Option("--force", help="remove even if the cluster drops below quorum")] = False,
+    force: Annotated[bool, typer.Option("--force", help="etcd: remove even below quorum; drain: delete pods "
+                                                          "no controller manages")] = False,
+    grace_period: Annotated[int, typer.Option("--grace-period", help="seconds pods get to stop (-1: their own)")]
+    = -1,
+    drain_timeout: Annotated[int, typer.Option("--drain-timeout", help="seconds before drain gives up")] = 300,
+    skip_cleanup: Annotated[bool, typer.Option("--skip-cleanup", help="leave the node's files (no kubeadm reset)")]
+    = False,
     yes: YesOpt = False,
     log_format: LogFormatOpt = LogFormat.text,
     accept_new_host_key: AcceptKeyOpt = None,
 ) -> None:
-    """Remove hosts from etcd one at a time (member remove, stop, clean); refuses the last member or quorum loss."""
+    """Remove nodes: cordon, drain (--ignore-daemonsets), delete the Node, kubeadm reset, one at a time;
+    etcd members leave etcd too. Refuses the last control-plane node and the last etcd member."""
     target = api.resolve_cluster(file, cluster)
     if not yes and sys.stdin.isatty() and not typer.confirm(f"remove {nodes} from {target.name}?", default=False):
         raise typer.Exit(1)
+    names = api_match(target, nodes)
     options = run_options(nodes=nodes, accept_keys=accept_new_host_key)
     options.force = force
-    run_pipeline(target, "DeleteNodesPipeline", options, log_format)
+    options.extra.update({"removing": names, "grace_period": grace_period, "drain_timeout": drain_timeout,
+                          "force_drain": force, "skip_cleanup": skip_cleanup})
+    kube = {h.name for h in target.hosts_with_role("control-plane") + target.hosts_with_role("worker")}
+    pipeline = "DeleteKubernetesNodesPipeline" if kube & set(names) else "DeleteNodesPipeline"
+    run_pipeline(target, pipeline, options, log_format)
 
 
 def api_match(cluster: object, nodes: str) -> list[str]:

@@ -11,7 +11,7 @@ import typer
 from rich.markup import escape
 
 from kubexm import __version__
-from kubexm.cli import audit, create, etcd_ops, generate, inspect, run
+from kubexm.cli import audit, create, etcd_ops, generate, inspect, kube_ops, run
 from kubexm.cli.common import err_console
 from kubexm.errors import KubexmError
 
@@ -34,6 +34,10 @@ app.add_typer(etcd_ops.restore_app, name="restore")
 app.add_typer(etcd_ops.certs_app, name="certs")
 app.add_typer(etcd_ops.nodes_add_app, name="add")
 app.add_typer(etcd_ops.nodes_delete_app, name="delete")
+app.add_typer(kube_ops.upgrade_app, name="upgrade")
+app.add_typer(kube_ops.cordon_app, name="cordon")
+app.add_typer(kube_ops.uncordon_app, name="uncordon")
+app.add_typer(kube_ops.restart_app, name="restart")
 
 try:  # the lab is optional tooling for tests and demos; the CLI works without it
     from kubexm.cli.lab import app as lab_app

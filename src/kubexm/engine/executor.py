@@ -129,7 +129,7 @@ class Executor:
     # -- internals -----------------------------------------------------------------------
     def targets(self, task: Task) -> list[str]:
         names = task.hosts(self.run.cluster)
-        if self._allowed is None:
+        if self._allowed is None or task.whole_cluster:
             return names
         return [n for n in names if n == DEPLOY or n in self._allowed]
 
@@ -158,6 +158,8 @@ class Executor:
 
         if task.strategy.kind == "rolling":
             size = task.strategy.batch
+            if task.strategy.batch_option:
+                size = max(1, int(run.options.extra.get(task.strategy.batch_option, size)))
             for i in range(0, len(hosts), size):
                 await asyncio.gather(*(walk(h) for h in hosts[i:i + size]))
                 if failed_hosts:

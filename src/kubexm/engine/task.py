@@ -29,6 +29,8 @@ class Strategy:
     kind: Literal["parallel", "rolling"] = "parallel"
     limit: int | None = None
     batch: int = 1
+    # The run option (RunOptions.extra key) that overrides ``batch``, e.g. --node-concurrency.
+    batch_option: str | None = None
 
     def __str__(self) -> str:
         if self.kind == "rolling":
@@ -40,8 +42,8 @@ PARALLEL = Strategy()
 SERIAL = Strategy("rolling", batch=1)
 
 
-def rolling(batch: int) -> Strategy:
-    return Strategy("rolling", batch=max(1, batch))
+def rolling(batch: int, option: str | None = None) -> Strategy:
+    return Strategy("rolling", batch=max(1, batch), batch_option=option)
 
 
 def _always(_: Cluster) -> bool:
@@ -68,6 +70,8 @@ class Task:
     description: str = ""
     on_failure: Literal["stop", "continue"] = "stop"
     when: Callable[[Cluster], bool] = _always  # the spec decides (e.g. which container runtime)
+    # Ignores --nodes: work every node needs when some change (balancer backends after adding a control plane).
+    whole_cluster: bool = False
 
     def steps_for(self, host: HostContext) -> list[Step]:
         return list(self.steps(host) if callable(self.steps) else self.steps)

@@ -79,6 +79,8 @@ def etcd_local_source() -> tuple[Path, str]:
 NODE_PACKAGES = ("socat", "conntrack", "ebtables", "ipset", "chrony", "ipvsadm")
 # The container runtime the lab offers (Debian's containerd, runc and CNI plugins), as its own group.
 RUNTIME_PACKAGES = ("containerd", "runc", "containernetworking-plugins")
+# The HA endpoint's balancer packages (group `loadbalancer`).
+BALANCER_PACKAGES = ("haproxy", "keepalived")
 
 
 def _download_for_base(packages: tuple[str, ...], base: Path, into: Path) -> list[Path]:
@@ -98,15 +100,16 @@ def _download_for_base(packages: tuple[str, ...], base: Path, into: Path) -> lis
 
 
 def deb_local_source(base: Path) -> Path:
-    """Add the node packages and the runtime packages (with their dependencies the lab base lacks) as
-    `deb` entries of groups `base` and `containerd` to the lab's local source."""
+    """Add the node, runtime and balancer packages (with their dependencies the lab base lacks) as
+    `deb` entries of groups `base`, `containerd` and `loadbalancer` to the lab's local source."""
     root = cache_root().parent / "lab-assets"
     source = LocalSource(root)
     try:
         have = {(e.get("group", "base"), e.get("name")) for e in source.entries() if e.get("component") == "deb"}
     except KubexmError:
         have = set()
-    for group, packages in (("base", NODE_PACKAGES), ("containerd", RUNTIME_PACKAGES)):
+    for group, packages in (("base", NODE_PACKAGES), ("containerd", RUNTIME_PACKAGES),
+                            ("loadbalancer", BALANCER_PACKAGES)):
         if {(group, p) for p in packages} <= have:
             continue
         work = Path(tempfile.mkdtemp(prefix="kubexm-debs-"))

@@ -18,7 +18,7 @@ KIND = "Cluster"
 
 # Kubernetes minor versions kubexm knows how to deploy (kubeadm API v1beta3 up to 1.30, v1beta4 from 1.31).
 SUPPORTED_K8S_MINORS = tuple(range(22, 35))
-DEFAULT_K8S_VERSION = "v1.32.4"
+DEFAULT_K8S_VERSION = "v1.33.7"
 DEFAULT_ETCD_VERSION = "v3.5.21"
 
 ROLE_NAMES = ("etcd", "control-plane", "worker", "loadbalancer", "registry")

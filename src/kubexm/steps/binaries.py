@@ -18,7 +18,7 @@ ASSET_DIR = "/var/lib/kubexm/assets"
 
 # The crictl release that matches each Kubernetes minor (cri-tools follows Kubernetes' numbering);
 # newer minors use the newest one the catalog holds.
-CRICTL_FOR_MINOR = {29: "v1.29.0", 30: "v1.30.0"}
+CRICTL_FOR_MINOR = {29: "v1.29.0", 30: "v1.30.0", 33: "v1.33.0", 34: "v1.34.0"}
 
 
 def asset_store(cluster: Cluster) -> AssetStore:

@@ -1,0 +1,1 @@
+"""Kubernetes itself: kubeadm configuration, command lines, health."""

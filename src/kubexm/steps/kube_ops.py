@@ -1,0 +1,337 @@
+"""Day-2 Kubernetes steps: cordon, drain, delete, reset, upgrade, restart, with kubectl run on a control plane.
+
+A step targets the node it is about; kubectl runs on a control-plane node that stays in the cluster
+(never the node being removed), so the commands are the same a person would type there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from kubexm.engine.context import HostContext
+from kubexm.engine.step import Step
+from kubexm.errors import StepFailed
+from kubexm.kube import commands
+from kubexm.kube.kubeadm import ADMIN_CONF, KUBELET_CONF, cri_socket
+from kubexm.spec.models import Cluster
+from kubexm.steps.kubernetes import apiserver_ready
+
+# Components `kubexm restart component` knows: static pods on control planes, or systemd units.
+STATIC_PODS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
+UNITS = ("kubelet", "containerd", "docker", "cri-docker", "crio", "etcd", "haproxy", "keepalived")
+
+
+def leaving(host: HostContext) -> set[str]:
+    """Nodes this run removes (from --nodes): kubectl must not run on them."""
+    return set(host.run_ctx.options.extra.get("removing", []))
+
+
+def operator_host(host: HostContext) -> HostContext:
+    """A control-plane node that stays: where kubectl runs for day-2 operations."""
+    gone = leaving(host)
+    for cp in host.cluster.hosts_with_role("control-plane"):
+        if cp.name not in gone:
+            return host.run_ctx.host(cp.name)
+    raise StepFailed("no control-plane node would remain", hint="keep at least one control-plane node")
+
+
+async def kubectl_json(host: HostContext, args: str) -> dict[str, Any]:
+    res = await operator_host(host).run(f"{commands.KUBECTL} {args} -o json")
+    loaded: dict[str, Any] = json.loads(res.stdout)
+    return loaded
+
+
+async def node_object(host: HostContext, node: str) -> dict[str, Any] | None:
+    res = await operator_host(host).run(f"{commands.KUBECTL} get node {node} -o json --ignore-not-found",
+                                        check=False)
+    if not res.ok or not res.stdout.strip():
+        return None
+    loaded: dict[str, Any] = json.loads(res.stdout)
+    return loaded
+
+
+@dataclass(frozen=True)
+class RefuseLastControlPlane(Step):
+    """Deleting every control-plane node would destroy the cluster; `delete cluster` is the command for that."""
+
+    mutates = False
+
+    def describe(self) -> str:
+        return "make sure a control-plane node remains"
+
+    async def run(self, host: HostContext) -> None:
+        cps = [h.name for h in host.cluster.hosts_with_role("control-plane")]
+        if cps and all(n in leaving(host) for n in cps):
+            raise StepFailed(f"deleting {', '.join(cps)} would remove the last control-plane node",
+                             hint="keep one, or tear the whole cluster down with `kubexm delete cluster`")
+
+
+@dataclass(frozen=True)
+class Cordon(Step):
+    """Mark the node unschedulable (or schedulable again with ``uncordon``)."""
+
+    uncordon: bool = False
+
+    def describe(self) -> str:
+        return "uncordon the node" if self.uncordon else "cordon the node"
+
+    async def check(self, host: HostContext) -> bool:
+        node = await node_object(host, host.name)
+        if node is None:
+            return True  # nothing to cordon: the node is not (or no longer) in the cluster
+        spec = node.get("spec") or {}
+        unschedulable = bool(spec.get("unschedulable")) if isinstance(spec, dict) else False
+        return unschedulable != self.uncordon
+
+    async def run(self, host: HostContext) -> None:
+        cmd = commands.uncordon(host.name) if self.uncordon else commands.cordon(host.name)
+        await operator_host(host).run(cmd)
+
+
+@dataclass(frozen=True)
+class Drain(Step):
+    """Evict the node's pods (daemon sets stay), honouring --grace-period, --timeout and --force.
+
+    In an upgrade (``upgrade=True``) a node already on the target version is not drained again.
+    """
+
+    upgrade: bool = False
+
+    def describe(self) -> str:
+        return "drain the node"
+
+    async def check(self, host: HostContext) -> bool:
+        if self.upgrade:
+            return await node_version(host) == host.cluster.spec.kubernetes.version
+        return await node_object(host, host.name) is None
+
+    async def run(self, host: HostContext) -> None:
+        extra = host.run_ctx.options.extra
+        cmd = commands.drain(host.name, int(extra.get("grace_period", -1)), int(extra.get("drain_timeout", 300)),
+                             bool(extra.get("force_drain", False)))
+        await operator_host(host).run(cmd, timeout=float(extra.get("drain_timeout", 300)) + 60)
+
+
+@dataclass(frozen=True)
+class DeleteNodeObject(Step):
+    def describe(self) -> str:
+        return "delete the Node object"
+
+    async def check(self, host: HostContext) -> bool:
+        return await node_object(host, host.name) is None
+
+    async def run(self, host: HostContext) -> None:
+        await operator_host(host).run(commands.delete_node(host.name))
+
+
+@dataclass(frozen=True)
+class KubeadmReset(Step):
+    """`kubeadm reset` and the cleanup it leaves to the operator; skipped with --skip-cleanup."""
+
+    def describe(self) -> str:
+        return "kubeadm reset and clean up the node"
+
+    async def check(self, host: HostContext) -> bool:
+        if host.run_ctx.options.extra.get("skip_cleanup"):
+            return True
+        res = await host.run(f"test -e {KUBELET_CONF} || test -e {ADMIN_CONF} || test -d /etc/kubernetes/manifests",
+                             check=False)
+        return not res.ok
+
+    async def run(self, host: HostContext) -> None:
+        await host.run(commands.reset(cri_socket(host.cluster)), timeout=600, display="kubeadm reset")
+
+
+def parse_version(text: str) -> tuple[int, int, int]:
+    major, minor, patch = (int(p) for p in text.lstrip("v").split("+")[0].split("-")[0].split(".")[:3])
+    return major, minor, patch
+
+
+def skew_problem(current: str, target: str) -> str | None:
+    """Kubernetes' upgrade rules: no downgrade, one minor at a time."""
+    cur, new = parse_version(current), parse_version(target)
+    if new < cur:
+        return f"{target} is older than the running {current}; kubeadm does not downgrade"
+    if new[1] > cur[1] + 1:
+        return (f"{current} to {target} skips a minor version; upgrade one minor at a time "
+                f"(v{cur[0]}.{cur[1] + 1}.x first)")
+    return None
+
+
+@dataclass(frozen=True)
+class CheckUpgradeSkew(Step):
+    """Reads the running version from the API server and refuses skipped minors and downgrades."""
+
+    mutates = False
+
+    def describe(self) -> str:
+        return "check the version skew of the upgrade"
+
+    async def run(self, host: HostContext) -> None:
+        res = await host.run(f"{commands.KUBECTL} version -o json", check=False)
+        try:
+            current = json.loads(res.stdout)["serverVersion"]["gitVersion"]
+        except (ValueError, KeyError):
+            raise StepFailed("cannot read the running Kubernetes version from the API server",
+                             hint="the control plane must be healthy before an upgrade") from None
+        target = host.cluster.spec.kubernetes.version
+        problem = skew_problem(current, target)
+        if problem:
+            raise StepFailed(problem, hint="pass a --to-version one minor above the running one")
+        host.run_ctx.shared["upgrade-from"] = current
+        host.emit("message", message=f"upgrading {current} -> {target}")
+
+
+async def node_version(host: HostContext) -> str | None:
+    node = await node_object(host, host.name)
+    if not node:
+        return None
+    info = (node.get("status") or {}).get("nodeInfo", {}) if isinstance(node.get("status"), dict) else {}
+    version = info.get("kubeletVersion") if isinstance(info, dict) else None
+    return str(version) if version else None
+
+
+@dataclass(frozen=True)
+class KubeadmUpgrade(Step):
+    """`kubeadm upgrade apply` on the first control plane, `kubeadm upgrade node` everywhere else."""
+
+    apply: bool = False
+
+    def describe(self) -> str:
+        return "kubeadm upgrade apply" if self.apply else "kubeadm upgrade node"
+
+    async def check(self, host: HostContext) -> bool:
+        return await node_version(host) == host.cluster.spec.kubernetes.version
+
+    async def run(self, host: HostContext) -> None:
+        cmd = commands.upgrade_apply(host.cluster.spec.kubernetes.version) if self.apply else commands.upgrade_node()
+        await host.run(cmd, timeout=1200, display=self.describe())
+
+
+@dataclass(frozen=True)
+class RestartKubelet(Step):
+    """Restart kubelet on the new binary, then wait until the node reports the target version."""
+
+    timeout: float = 180
+
+    def describe(self) -> str:
+        return "restart kubelet and wait for the node's new version"
+
+    async def check(self, host: HostContext) -> bool:
+        return await node_version(host) == host.cluster.spec.kubernetes.version
+
+    async def run(self, host: HostContext) -> None:
+        await host.run(commands.restart_kubelet())
+        deadline = time.monotonic() + self.timeout
+        want = host.cluster.spec.kubernetes.version
+        while (have := await node_version(host)) != want:
+            if time.monotonic() > deadline:
+                raise StepFailed(f"{host.name} reports kubelet {have} after {int(self.timeout)}s, wanted {want}",
+                                 hint=f"see `journalctl -u kubelet` on {host.name}")
+            await asyncio.sleep(3)
+
+
+def upgrade_plan(cluster: Cluster, node_concurrency: int, control_plane: bool = True,
+                 workers: bool = True) -> list[str]:
+    """The ordered plan `upgrade cluster --plan` prints: control planes one by one, then worker batches."""
+    cps = [h.name for h in cluster.hosts_with_role("control-plane")]
+    workers_ = [h.name for h in cluster.hosts_with_role("worker") if h.name not in cps]
+    version = cluster.spec.kubernetes.version
+    lines: list[str] = []
+    if control_plane:
+        for i, name in enumerate(cps):
+            verb = f"kubeadm upgrade apply {version}" if i == 0 else "kubeadm upgrade node"
+            lines.append(f"{len(lines) + 1}. {name}: install kubeadm {version}, {verb}, drain, "
+                         f"install kubelet/kubectl {version}, restart kubelet, uncordon")
+    if workers:
+        size = max(1, node_concurrency)
+        for i in range(0, len(workers_), size):
+            batch = ", ".join(workers_[i:i + size])
+            lines.append(f"{len(lines) + 1}. {batch}: drain, install kubeadm {version}, kubeadm upgrade node, "
+                         f"install kubelet/kubectl {version}, restart kubelet, uncordon")
+    return lines
+
+
+@dataclass(frozen=True)
+class PrintUpgradePlan(Step):
+    mutates = False
+
+    def describe(self) -> str:
+        return "print the upgrade plan"
+
+    async def run(self, host: HostContext) -> None:
+        extra = host.run_ctx.options.extra
+        lines = upgrade_plan(host.cluster, int(extra.get("node_concurrency", 1)),
+                             not extra.get("workers_only"), not extra.get("control_plane_only"))
+        host.run_ctx.emit_report("Upgrade plan", ["step"], [[line] for line in lines])
+
+
+@dataclass(frozen=True)
+class RestartComponent(Step):
+    """Restart one component on this node, then wait for it to be healthy before the next node."""
+
+    component: str
+
+    def describe(self) -> str:
+        return f"restart {self.component}"
+
+    async def run(self, host: HostContext) -> None:
+        if self.component in STATIC_PODS:
+            await host.run(commands.restart_static_pod(self.component), timeout=180)
+            if self.component == "kube-apiserver":
+                deadline = time.monotonic() + 180
+                while not await apiserver_ready(host):
+                    if time.monotonic() > deadline:
+                        raise StepFailed(f"kube-apiserver on {host.name} did not come back within 180s",
+                                         hint="the rolling restart stopped here; other nodes were not touched")
+                    await asyncio.sleep(3)
+        else:
+            unit = f"{self.component}.service"
+            await host.run(f"systemctl restart {unit}")
+            deadline = time.monotonic() + 120
+            while not (await host.run(f"systemctl is-active -q {unit}", check=False)).ok:
+                if time.monotonic() > deadline:
+                    raise StepFailed(f"{unit} on {host.name} is not active 120s after the restart",
+                                     hint=f"journalctl -u {unit} on {host.name}; the other nodes were not touched")
+                await asyncio.sleep(2)
+        await self._wait_node_ready(host)
+
+    async def _wait_node_ready(self, host: HostContext) -> None:
+        if self.component not in ("kubelet", "containerd", "docker", "cri-docker", "crio"):
+            return
+        deadline = time.monotonic() + 180
+        while True:
+            node = await node_object(host, host.name)
+            conds = ((node or {}).get("status") or {}).get("conditions", []) if node else []
+            if any(c.get("type") == "Ready" and c.get("status") == "True" for c in conds if isinstance(c, dict)):
+                return
+            if time.monotonic() > deadline:
+                raise StepFailed(f"node {host.name} is not Ready 180s after restarting {self.component}",
+                                 hint="the rolling restart stopped here; other nodes were not touched")
+            await asyncio.sleep(3)
+
+
+@dataclass(frozen=True)
+class TeardownNode(Step):
+    """`delete cluster`: reset Kubernetes, stop kubexm's etcd and balancers, remove their files; backups stay."""
+
+    def describe(self) -> str:
+        return "reset the node (backups under /var/backups/kubexm are kept)"
+
+    async def check(self, host: HostContext) -> bool:
+        res = await host.run("test -e /etc/kubernetes || test -e /etc/etcd.env || test -e /etc/kubexm", check=False)
+        return not res.ok
+
+    async def run(self, host: HostContext) -> None:
+        cluster = host.cluster
+        script = [f"(command -v kubeadm >/dev/null && {commands.reset(cri_socket(cluster))} || true)",
+                  "systemctl disable --now kubelet 2>/dev/null || true",
+                  "systemctl disable --now etcd haproxy keepalived 2>/dev/null || true",
+                  f"rm -rf /etc/kubernetes /etc/etcd.env /etc/etcd.bootstrap.env /etc/systemd/system/etcd.service "
+                  f"{cluster.spec.etcd.data_dir} /etc/kubexm /etc/haproxy/haproxy.cfg /etc/keepalived/keepalived.conf",
+                  "systemctl daemon-reload"]
+        await host.run(" && ".join(script), timeout=600, display="reset the node")
