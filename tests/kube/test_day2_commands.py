@@ -39,6 +39,8 @@ class FakeKube:
             host.on(r"^" + re.escape(KUBECTL) + r" (.*)$", self.kubectl)
             host.on(r"^systemctl daemon-reload && systemctl restart kubelet$", self.restart_kubelet)
             host.on(r"^kubeadm (upgrade|reset)", self.record)
+            host.on(r"^dpkg-query", lambda h, m, s: (0, "haproxy installed\nkeepalived installed\n", ""))
+            host.on(r"^ip -o -4 addr show to", lambda h, m, s: (0, "eth0\n", ""))
             host.on(r"^test -e /etc/kubernetes/kubelet.conf",
                     lambda h, m, s: (1 if any(c.startswith("kubeadm reset") for c in h.commands) else 0, "", ""))
 
@@ -104,6 +106,11 @@ def test_delete_nodes_drains_deletes_and_resets_one_by_one() -> None:
         ("master2", f"{KUBECTL} delete node worker1 --ignore-not-found"),
         ("worker1", "RESET"),
     ]
+    # The balancers (co-located on the control planes) stopped sending traffic to master1 first.
+    for name in ("master2", "master3"):
+        cfg = fleet[name].files["/etc/haproxy/haproxy.cfg"].decode()
+        assert "server master2 192.168.0.12:6443" in cfg and "master1" not in cfg
+        assert "haproxy -c -q -f /etc/haproxy/haproxy.cfg.kubexm-new 2>&1" in fleet[name].commands
     assert set(kube.nodes) == {"master2", "master3", "worker2"}
 
 

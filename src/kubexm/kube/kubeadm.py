@@ -235,6 +235,9 @@ def join_config(cluster: Cluster, host: Host, token: str, ca_hash: str, endpoint
         conf["discovery"]["timeout"] = "5m0s"
     if control_plane:
         conf["controlPlane"] = {"localAPIEndpoint": {"advertiseAddress": host.internal_ip, "bindPort": 6443}}
+    elif cluster.spec.control_plane_endpoint.load_balancer == "internal":
+        # The worker's local API proxy is a static pod, so the manifests directory is not empty at join.
+        conf["nodeRegistration"]["ignorePreflightErrors"] = ["DirAvailable--etc-kubernetes-manifests"]
     return dump([conf])
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from kubexm.engine import SERIAL, Module, Task, deploy_machine, first, rest, role
 from kubexm.engine.selectors import Selector
 from kubexm.spec.models import Cluster
+from kubexm.steps.balancer import KubeVipManifest
 from kubexm.steps.binaries import InstallBinaries
 from kubexm.steps.kubernetes import (
     EnsureKubernetesPKI,
@@ -64,6 +65,13 @@ JoinWorkers = Task(
     description="kubeadm join on every worker in parallel; then the token is deleted and roles labelled",
 )
 
+KubeVipAllControlPlanes = Task(
+    "KubeVipOnControlPlanes", steps=[KubeVipManifest()], hosts=role("control-plane"),
+    tags=TAGS | {"loadbalancer"}, when=lambda c: c.spec.control_plane_endpoint.load_balancer == "kube-vip",
+    whole_cluster=True,
+    description="kube-vip on every control-plane node once joined (the first one back on admin.conf)",
+)
+
 FetchKubeconfig = Task(
     "FetchKubeconfig", steps=[WriteAdminKubeconfig()], hosts=deploy_machine(), tags=TAGS | {"kubeconfig"},
     description="admin kubeconfig on the deploy machine, merged as context kubexm-NAME",
@@ -76,8 +84,8 @@ def _kubeadm(cluster: Cluster) -> bool:
 
 KubernetesModule = Module(
     "KubernetesModule",
-    tasks=[GenerateKubernetesPKI, InstallKubernetes, BootstrapFirstMaster, JoinOtherMasters, JoinWorkers,
-           FetchKubeconfig],
+    tasks=[GenerateKubernetesPKI, InstallKubernetes, BootstrapFirstMaster, JoinOtherMasters,
+           KubeVipAllControlPlanes, JoinWorkers, FetchKubeconfig],
     enabled=_kubeadm, tags=TAGS,
     description="bring up Kubernetes with kubeadm on kubexm's certificates",
 )

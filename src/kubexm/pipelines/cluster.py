@@ -6,12 +6,13 @@ from kubexm.engine import Pipeline
 from kubexm.modules.etcd import EtcdModule, ExternalEtcdModule
 from kubexm.modules.infrastructure import InfrastructureModule
 from kubexm.modules.kubernetes import KubernetesModule
+from kubexm.modules.loadbalancer import LoadBalancerModule
 from kubexm.modules.preflight import PreflightModule
 from kubexm.modules.runtime import ContainerRuntimeModule
 
 CREATE_CLUSTER = Pipeline(
     "CreateClusterPipeline",
     modules=[PreflightModule, InfrastructureModule, EtcdModule, ExternalEtcdModule, ContainerRuntimeModule,
-             KubernetesModule],
+             LoadBalancerModule, KubernetesModule],
     description="create a cluster: preflight, then every component module the spec enables",
 )

@@ -12,6 +12,7 @@ from kubexm.modules.kubernetes import (
     kube_nodes,
     workers_only,
 )
+from kubexm.modules.loadbalancer import InstallHaproxyKeepalived, InternalApiProxy, LoadBalancerModule
 from kubexm.modules.runtime import ContainerRuntimeModule
 from kubexm.pipelines.etcd_ops import AddNodesEtcdModule, DeleteNodesEtcdModule
 from kubexm.spec.models import Cluster
@@ -66,7 +67,7 @@ ADD_KUBE_NODES = Pipeline(
     "AddKubernetesNodesPipeline",
     modules=[InfrastructureModule, ContainerRuntimeModule,
              Module("AddNodesEtcd", AddNodesEtcdModule.tasks, enabled=_kubexm_etcd, tags=frozenset({"etcd"})),
-             AddNodesKubernetesModule],
+             LoadBalancerModule, AddNodesKubernetesModule],
     description="add worker or control-plane nodes: OS, runtime, etcd member (control planes), join",
 )
 
@@ -77,8 +78,12 @@ RemoveFromKubernetes = Task(
     "RemoveNodes", steps=[Cordon(), Drain(), DeleteNodeObject(), KubeadmReset()], hosts=kube_nodes(), tags=K8S,
     strategy=SERIAL, description="cordon, drain, delete the Node, kubeadm reset and clean up, one node at a time",
 )
-DeleteNodesKubernetesModule = Module("DeleteNodesKubernetesModule", [CheckRemaining, RemoveFromKubernetes],
-                                     tags=K8S, description="remove nodes from Kubernetes")
+DeleteNodesKubernetesModule = Module(
+    "DeleteNodesKubernetesModule",
+    # Balancers stop sending traffic to a leaving control plane before it is drained and reset.
+    [CheckRemaining, InstallHaproxyKeepalived, InternalApiProxy, RemoveFromKubernetes],
+    tags=K8S, description="remove nodes from Kubernetes",
+)
 DELETE_KUBE_NODES = Pipeline(
     "DeleteKubernetesNodesPipeline",
     modules=[DeleteNodesKubernetesModule,

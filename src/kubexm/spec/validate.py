@@ -115,6 +115,9 @@ def validate_cluster(cluster: Cluster) -> list[str]:
                     f"spec.kubernetes.{field}: {net} contains host {host.name}'s address {ip}; "
                     "pick a range the hosts do not use"
                 )
+    from kubexm.balancer.plan import problems as endpoint_problems
+
+    problems += [p for p in endpoint_problems(cluster) if p not in problems]
     rt = spec.container_runtime
     if rt.type == "docker":
         for i, mirror in enumerate(rt.registry_mirrors):

@@ -18,6 +18,7 @@ ASSET_DIR = "/var/lib/kubexm/assets"
 
 # The crictl release that matches each Kubernetes minor (cri-tools follows Kubernetes' numbering);
 # newer minors use the newest one the catalog holds.
+HELM_VERSION = "v3.15.4"
 CRICTL_FOR_MINOR = {29: "v1.29.0", 30: "v1.30.0", 33: "v1.33.0", 34: "v1.34.0"}
 
 
@@ -35,6 +36,8 @@ def component_version(cluster: Cluster, component: str) -> str:
         return spec.etcd.version
     if component == "cri-dockerd":
         return spec.container_runtime.cri_dockerd_version
+    if component == "helm":
+        return HELM_VERSION
     if component == "crictl":
         minor = spec.kubernetes.minor
         return CRICTL_FOR_MINOR.get(minor) or CRICTL_FOR_MINOR[max(CRICTL_FOR_MINOR)]

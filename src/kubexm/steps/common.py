@@ -91,6 +91,7 @@ class Systemd(Step):
 
     unit: str
     restart_on: tuple[str, ...] = ()
+    on_change: str = "restart"  # or "reload-or-restart" for daemons that reload without dropping clients
 
     def describe(self) -> str:
         return f"enable and start {self.unit}"
@@ -106,5 +107,5 @@ class Systemd(Step):
 
     async def run(self, host: HostContext) -> None:
         unit = shlex.quote(self.unit)
-        verb = "restart" if self._changed(host) else "start"
+        verb = self.on_change if self._changed(host) else "start"
         await host.run(f"systemctl daemon-reload && systemctl enable {unit} && systemctl {verb} {unit}")

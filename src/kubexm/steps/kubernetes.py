@@ -50,7 +50,7 @@ def first_control_plane(cluster: Cluster) -> str:
 
 def endpoint(cluster: Cluster) -> str:
     """host:port of the API every node and kubeconfig uses (decided by the HA endpoint plan)."""
-    from kubexm.loadbalancer.plan import control_plane_endpoint
+    from kubexm.balancer.plan import control_plane_endpoint
 
     return control_plane_endpoint(cluster)
 

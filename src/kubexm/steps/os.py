@@ -49,13 +49,18 @@ class SetHostname(Step):
         await host.run(f"echo {name} > /etc/hostname && hostname {name}")
 
 
-def hosts_block(cluster: Cluster) -> str:
+def hosts_block(cluster: Cluster, host_name: str | None = None) -> str:
+    """Every cluster host, and the endpoint's domain as this host should reach it (the VIP, its own
+    apiserver, or its local proxy: see kubexm.balancer.plan)."""
+    from kubexm.balancer.plan import endpoint_ip
+
     lines = [HOSTS_BEGIN]
     for h in cluster.spec.hosts:
         lines.append(f"{h.internal_ip} {h.name}")
     endpoint = cluster.spec.control_plane_endpoint
     cps = cluster.hosts_with_role("control-plane")
-    target = endpoint.address or (cps[0].internal_ip if cps else None)
+    target = endpoint_ip(cluster, host_name) if host_name else (endpoint.address or
+                                                                (cps[0].internal_ip if cps else None))
     if target:
         lines.append(f"{target} {endpoint.domain}")
     lines.append(HOSTS_END)
@@ -80,11 +85,12 @@ class HostsFile(Step):
 
     async def check(self, host: HostContext) -> bool:
         current = await host.read_text("/etc/hosts") or ""
-        return replace_block(current, hosts_block(host.cluster)) == current
+        return replace_block(current, hosts_block(host.cluster, host.name)) == current
 
     async def run(self, host: HostContext) -> None:
         current = await host.read_text("/etc/hosts") or ""
-        await host.upload(replace_block(current, hosts_block(host.cluster)).encode(), "/etc/hosts", mode=0o644)
+        await host.upload(replace_block(current, hosts_block(host.cluster, host.name)).encode(), "/etc/hosts",
+                          mode=0o644)
 
 
 @dataclass(frozen=True)

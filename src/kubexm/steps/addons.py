@@ -1,0 +1,138 @@
+"""Addons on the cluster: manifests applied with kubectl, charts installed with helm, from the first control plane.
+
+What an addon is (a manifest kubexm renders, or a chart with values it computes) comes from
+``kubexm.addons``; these steps only ship and apply it, idempotently (a marker holds the sha256 of what
+was applied, and the objects must still exist).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import shlex
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+
+from kubexm.addons.release import AddonRelease, enabled_addons
+from kubexm.engine.context import HostContext
+from kubexm.engine.step import Step
+from kubexm.errors import KubexmError, StepFailed
+from kubexm.kube import commands
+from kubexm.spec.models import Addon, Cluster
+
+ADDON_DIR = "/etc/kubexm/addons"
+
+
+def user_addon(cluster: Cluster, addon: Addon) -> AddonRelease:
+    """A generic addon of spec.addons: a chart (repo + chart + version + values) or manifests (files or URLs)."""
+    if addon.chart:
+        return AddonRelease(name=addon.name, namespace=addon.namespace, chart=addon.chart, chart_repo=addon.repo,
+                            chart_version=addon.version, values=dict(addon.values))
+    texts = []
+    for source in addon.manifests:
+        try:
+            if "://" in source:
+                with urllib.request.urlopen(source, timeout=60) as response:
+                    texts.append(response.read().decode())
+            else:
+                texts.append(Path(source).expanduser().read_text())
+        except OSError as exc:
+            raise KubexmError(f"addon {addon.name}: cannot read manifest {source} ({exc})",
+                              hint="fix spec.addons[].manifests (a readable file or a reachable URL)") from None
+    if not texts:
+        raise KubexmError(f"addon {addon.name} has neither a chart nor manifests",
+                          hint="set spec.addons[].chart (with repo and version) or spec.addons[].manifests")
+    return AddonRelease(name=addon.name, namespace=addon.namespace, manifest="\n---\n".join(texts))
+
+
+def all_addons(cluster: Cluster) -> list[AddonRelease]:
+    return [*enabled_addons(cluster), *(user_addon(cluster, a) for a in cluster.spec.addons if a.enabled)]
+
+
+def _values_yaml(values: dict[str, Any]) -> str:
+    out = io.StringIO()
+    yaml = YAML()
+    yaml.default_flow_style = False
+    yaml.dump(json.loads(json.dumps(values)), out)
+    return out.getvalue()
+
+
+def fingerprint(release: AddonRelease) -> str:
+    payload = json.dumps({"manifest": release.manifest, "chart": release.chart, "repo": release.chart_repo,
+                          "version": release.chart_version, "values": release.values}, sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class ApplyAddon(Step):
+    """Install or update one addon; a re-run with the same content only checks that it is still there."""
+
+    name: str
+
+    def describe(self) -> str:
+        return f"install addon {self.name}"
+
+    def release(self, cluster: Cluster) -> AddonRelease:
+        for r in all_addons(cluster):
+            if r.name == self.name:
+                return r
+        raise StepFailed(f"addon {self.name} is not enabled in the cluster file")
+
+    def _marker(self) -> str:
+        return f"{ADDON_DIR}/{self.name}.applied"
+
+    async def check(self, host: HostContext) -> bool:
+        release = self.release(host.cluster)
+        res = await host.run(f"cat {self._marker()}", check=False)
+        if res.stdout.strip() != fingerprint(release):
+            return False
+        if release.manifest is not None:
+            present = await host.run(f"{commands.KUBECTL} get -f {ADDON_DIR}/{self.name}.yaml -o name", check=False)
+        else:
+            present = await host.run(f"helm status {shlex.quote(release.name)} -n {shlex.quote(release.namespace)} "
+                                     f"--kubeconfig /etc/kubernetes/admin.conf", check=False)
+        return present.ok
+
+    async def run(self, host: HostContext) -> None:
+        release = self.release(host.cluster)
+        await host.run(f"mkdir -p {ADDON_DIR}")
+        if release.manifest is not None:
+            path = f"{ADDON_DIR}/{self.name}.yaml"
+            await host.upload(release.manifest.encode(), path, mode=0o644)
+            await host.run(commands.apply_manifest(path), timeout=600, display=f"kubectl apply {self.name}")
+        else:
+            assert release.chart is not None
+            values = f"{ADDON_DIR}/{self.name}-values.yaml"
+            await host.upload(_values_yaml(release.values).encode(), values, mode=0o600)
+            await host.run(commands.helm_upgrade(release.name, release.chart, release.namespace, values,
+                                                 release.chart_version, release.chart_repo),
+                           timeout=900, display=f"helm upgrade --install {self.name}")
+        await host.upload((fingerprint(release) + "\n").encode(), self._marker(), mode=0o644)
+
+
+@dataclass(frozen=True)
+class RemoveAddon(Step):
+    """`kubexm delete addon NAME`: helm uninstall, or kubectl delete of the applied manifest."""
+
+    name: str
+    namespace: str = "default"
+
+    def describe(self) -> str:
+        return f"uninstall addon {self.name}"
+
+    async def check(self, host: HostContext) -> bool:
+        res = await host.run(f"test -e {ADDON_DIR}/{self.name}.applied", check=False)
+        return not res.ok
+
+    async def run(self, host: HostContext) -> None:
+        manifest = f"{ADDON_DIR}/{self.name}.yaml"
+        if (await host.run(f"test -e {manifest}", check=False)).ok:
+            await host.run(commands.delete_manifest(manifest), timeout=600)
+        else:
+            await host.run(commands.helm_uninstall(self.name, self.namespace), timeout=600)
+        await host.run(f"rm -f {ADDON_DIR}/{self.name}.applied {manifest} {ADDON_DIR}/{self.name}-values.yaml")

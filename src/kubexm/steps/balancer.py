@@ -1,0 +1,156 @@
+"""The HA endpoint on hosts: haproxy + keepalived, kube-vip, or the per-worker local proxy.
+
+Configs are checked by the real daemon on the host (`haproxy -c`, `keepalived -t`) before they replace the
+running ones, so a bad config never takes the endpoint down.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+
+from kubexm.balancer.configs import (
+    CHECK_SCRIPT,
+    HAPROXY_CFG,
+    INTERNAL_CFG,
+    INTERNAL_MANIFEST,
+    KEEPALIVED_CONF,
+    KUBE_VIP_MANIFEST,
+    check_script,
+    haproxy_cfg,
+    internal_proxy_cfg,
+    internal_proxy_manifest,
+    keepalived_conf,
+    kube_vip_manifest,
+)
+from kubexm.engine.context import HostContext
+from kubexm.errors import StepFailed
+from kubexm.spec.models import Cluster
+from kubexm.steps.runtime import ConfigFiles, _sha
+
+
+def removing(host: HostContext) -> frozenset[str]:
+    """Control-plane nodes this run deletes: balancers stop sending them traffic first."""
+    return frozenset(host.run_ctx.options.extra.get("removing", []))
+
+
+async def interface_of(host: HostContext) -> str:
+    """The spec's interface, else the one carrying the host's internal address."""
+    wanted = host.cluster.spec.control_plane_endpoint.interface
+    if wanted:
+        return wanted
+    ip = host.cluster.host(host.name).internal_ip
+    res = await host.run(f"ip -o -4 addr show to {shlex.quote(ip)}/32 | awk '{{print $2}}' | head -n1", check=False)
+    name = res.stdout.strip().split("@")[0]
+    if not name:
+        raise StepFailed(f"no interface on {host.name} carries {ip}",
+                         hint="set spec.controlPlaneEndpoint.interface to the interface for the VIP")
+    return name
+
+
+@dataclass(frozen=True)
+class HaproxyConfig(ConfigFiles):
+    """haproxy.cfg with every apiserver that stays; checked with `haproxy -c` before it replaces the live one."""
+
+    def describe(self) -> str:
+        return f"write {HAPROXY_CFG} (checked with haproxy -c)"
+
+    def files(self, cluster: Cluster) -> dict[str, tuple[str, int]]:
+        return {HAPROXY_CFG: (haproxy_cfg(cluster), 0o644)}
+
+    async def check(self, host: HostContext) -> bool:
+        return await host.sha256(HAPROXY_CFG) == _sha(haproxy_cfg(host.cluster, without=removing(host)))
+
+    async def run(self, host: HostContext) -> None:
+        text = haproxy_cfg(host.cluster, without=removing(host))
+        candidate = f"{HAPROXY_CFG}.kubexm-new"
+        await host.upload(text.encode(), candidate, mode=0o644)
+        res = await host.run(f"haproxy -c -q -f {candidate} 2>&1", check=False)
+        await host.run(f"rm -f {candidate}", check=False)
+        if not res.ok:
+            raise StepFailed(f"the haproxy config kubexm rendered fails `haproxy -c`: {res.stdout.strip()[-300:]}",
+                             hint="the running config was left in place")
+        if await host.upload(text.encode(), HAPROXY_CFG, mode=0o644):
+            host.vars.setdefault("changed_files", set()).add(HAPROXY_CFG)
+
+
+@dataclass(frozen=True)
+class KeepalivedConfig(ConfigFiles):
+    """keepalived.conf with this host's priority and peers, and the haproxy health script it runs."""
+
+    def describe(self) -> str:
+        return f"write {KEEPALIVED_CONF} (checked with keepalived -t)"
+
+    async def _files(self, host: HostContext) -> dict[str, tuple[str, int]]:
+        conf = keepalived_conf(host.cluster, host.name, await interface_of(host))
+        return {KEEPALIVED_CONF: (conf, 0o644), CHECK_SCRIPT: (check_script(), 0o755)}
+
+    async def check(self, host: HostContext) -> bool:
+        for path, (text, _) in (await self._files(host)).items():
+            if await host.sha256(path) != _sha(text):
+                return False
+        return True
+
+    async def run(self, host: HostContext) -> None:
+        files = await self._files(host)
+        candidate = f"{KEEPALIVED_CONF}.kubexm-new"
+        await host.upload(files[KEEPALIVED_CONF][0].encode(), candidate, mode=0o644)
+        await host.upload(files[CHECK_SCRIPT][0].encode(), CHECK_SCRIPT, mode=0o755)
+        res = await host.run(f"keepalived -t -f {candidate} 2>&1", check=False)
+        await host.run(f"rm -f {candidate}", check=False)
+        if not res.ok:
+            raise StepFailed(f"the keepalived config kubexm rendered fails `keepalived -t`: {res.stdout.strip()[-300:]}",
+                             hint="the running config was left in place")
+        for path, (text, mode) in files.items():
+            if await host.upload(text.encode(), path, mode=mode):
+                host.vars.setdefault("changed_files", set()).add(path)
+
+
+@dataclass(frozen=True)
+class KubeVipManifest(ConfigFiles):
+    """The kube-vip static pod; ``first`` uses super-admin.conf for the window of `kubeadm init`."""
+
+    first: bool = False
+
+    def describe(self) -> str:
+        return f"write the kube-vip static pod {KUBE_VIP_MANIFEST}"
+
+    async def check(self, host: HostContext) -> bool:
+        text = kube_vip_manifest(host.cluster, await interface_of(host), self.first)
+        return await host.sha256(KUBE_VIP_MANIFEST) == _sha(text)
+
+    async def run(self, host: HostContext) -> None:
+        text = kube_vip_manifest(host.cluster, await interface_of(host), self.first)
+        await host.run("mkdir -p /etc/kubernetes/manifests")
+        await host.upload(text.encode(), KUBE_VIP_MANIFEST, mode=0o600)
+
+
+@dataclass(frozen=True)
+class InternalProxy(ConfigFiles):
+    """Each worker's local haproxy (static pod) and its config: 127.0.0.1:6443 to every apiserver."""
+
+    def describe(self) -> str:
+        return "write the worker's local API proxy (haproxy static pod)"
+
+    def files(self, cluster: Cluster) -> dict[str, tuple[str, int]]:
+        return {INTERNAL_CFG: (internal_proxy_cfg(cluster), 0o644),
+                INTERNAL_MANIFEST: (internal_proxy_manifest(cluster), 0o600)}
+
+    async def check(self, host: HostContext) -> bool:
+        for path, (text, _) in self._live(host).items():
+            if await host.sha256(path) != _sha(text):
+                return False
+        return True
+
+    def _live(self, host: HostContext) -> dict[str, tuple[str, int]]:
+        files = self.files(host.cluster)
+        files[INTERNAL_CFG] = (internal_proxy_cfg(host.cluster, without=removing(host)), 0o644)
+        return files
+
+    async def run(self, host: HostContext) -> None:
+        await host.run("mkdir -p /etc/kubexm/haproxy /etc/kubernetes/manifests")
+        for path, (text, mode) in self._live(host).items():
+            await host.upload(text.encode(), path, mode=mode)
+        # haproxy in the pod re-reads its config only on restart: a changed backend list restarts the pod.
+        await host.run("crictl ps -q --name '^haproxy$' 2>/dev/null | xargs -r crictl stop >/dev/null 2>&1; true",
+                       check=False)
