@@ -137,3 +137,30 @@ def delete_cluster(
                              default=False):
             raise typer.Exit(1)
     run_pipeline(target, "DeleteClusterPipeline", run_options(accept_keys=accept_new_host_key), log_format)
+
+
+@nodes_delete_app.command("addon")
+def delete_addon(
+    name: Annotated[str, typer.Argument(help="the addon's name (spec.addons[].name, or e.g. local-path)")],
+    namespace: Annotated[str, typer.Option("--namespace", "-n", help="its namespace (charts)")] = "default",
+    file: FileOpt = None, cluster: ContextOpt = None, yes: YesOpt = False, dry_run: DryRunOpt = False,
+    log_format: LogFormatOpt = LogFormat.text, accept_new_host_key: AcceptKeyOpt = None,
+) -> None:
+    """Uninstall an addon kubexm installed: helm uninstall, or kubectl delete of the applied manifest."""
+    from kubexm.engine import Module, Pipeline, Task, first, role
+    from kubexm.steps.addons import RemoveAddon
+
+    target = api.resolve_cluster(file, cluster)
+    if not (yes or dry_run) and sys.stdin.isatty() and \
+            not typer.confirm(f"uninstall addon {name} from {target.name}?", default=False):
+        raise typer.Exit(1)
+    task = Task("RemoveAddon", [RemoveAddon(name, namespace)], hosts=first(role("control-plane")),
+                description=f"uninstall {name}")
+    pipeline = Pipeline("DeleteAddonPipeline", [Module("Addons", [task])])
+    options = run_options(dry_run=dry_run, accept_keys=accept_new_host_key)
+    from kubexm.cli.common import command_line, exit_with, finish, views
+
+    listeners, view = views(log_format)
+    outcome = api.execute(target, pipeline.plan(target, set(), set()), options, name=pipeline.name,
+                          command_line=command_line(), listeners=listeners)
+    exit_with(finish(outcome, view, log_format))

@@ -64,8 +64,10 @@ def restart_kubelet() -> str:
 
 
 def reset(cri_socket: str) -> str:
-    """kubeadm reset, then what it documents it leaves behind (CNI config, iptables/IPVS rules, kubeconfigs)."""
-    return (f"kubeadm reset --force --cri-socket {shlex.quote(cri_socket)} && "
+    """kubeadm reset, then what it documents it leaves behind (CNI config, iptables/IPVS rules, kubeconfigs).
+    A node where kubeadm never got installed only gets the cleanup."""
+    return (f"if command -v kubeadm >/dev/null; then kubeadm reset --force --cri-socket {shlex.quote(cri_socket)}; "
+            "fi && "
             "rm -rf /etc/cni/net.d /var/lib/kubelet /etc/kubernetes/manifests /etc/kubernetes/*.conf "
             "/etc/kubernetes/kubeadm-*.yaml $HOME/.kube/config && "
             "(command -v ipvsadm >/dev/null && ipvsadm --clear || true) && "

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import ipaddress
 import secrets
 import string
 from typing import Any
@@ -163,11 +162,10 @@ def kubelet_configuration(cluster: Cluster) -> dict[str, Any]:
 
 def kubelet_cluster_dns(cluster: Cluster) -> str:
     """NodeLocal DNSCache's address when enabled, else CoreDNS's (the 10th service address, as kubeadm does)."""
+    from kubexm.addons.dns import cluster_dns_ip
+
     dns = cluster.spec.dns
-    if dns.nodelocaldns:
-        return dns.nodelocaldns_ip
-    net = ipaddress.ip_network(cluster.spec.kubernetes.service_cidr)
-    return str(net.network_address + 10)
+    return dns.nodelocaldns_ip if dns.nodelocaldns else cluster_dns_ip(cluster)
 
 
 def kube_proxy_configuration(cluster: Cluster) -> dict[str, Any]:

@@ -182,7 +182,10 @@ class Lab:
         with open(d / "console.log", "ab") as log:
             proc = subprocess.Popen(
                 ["systemd-nspawn", "-b", "-D", str(self.merged(node.name)), "-M", node.machine,
-                 "--register=no", "--keep-unit", f"--network-namespace-path=/run/netns/{node.netns}"],
+                 "--register=no", "--keep-unit", f"--network-namespace-path=/run/netns/{node.netns}",
+                 # Addresses and routes of the node's own network namespace, as on a VM: keepalived and
+                 # kube-vip add the VIP. The namespace is the node's alone, so this reaches nothing else.
+                 "--capability=CAP_NET_ADMIN"],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         node.pid, node.started, node.partitioned = proc.pid, time.time(), False
 

@@ -9,7 +9,13 @@ from kubexm.balancer.plan import endpoint_plan
 from kubexm.engine import Module, Task, first, role
 from kubexm.engine.selectors import Selector
 from kubexm.spec.models import Cluster
-from kubexm.steps.balancer import HaproxyConfig, InternalProxy, KeepalivedConfig, KubeVipManifest
+from kubexm.steps.balancer import (
+    HaproxyConfig,
+    InternalProxy,
+    KeepalivedConfig,
+    KubeVipManifest,
+    WaitHaproxyServing,
+)
 from kubexm.steps.common import Systemd
 from kubexm.steps.os import Packages
 
@@ -27,7 +33,7 @@ TAGS = frozenset({"loadbalancer"})
 InstallHaproxyKeepalived = Task(
     "SetupLoadBalancer",
     steps=[Packages("loadbalancer", ("haproxy", "keepalived")), HaproxyConfig(), KeepalivedConfig(),
-           Systemd("haproxy", restart_on=(HAPROXY_CFG,), on_change="reload-or-restart"),
+           Systemd("haproxy", restart_on=(HAPROXY_CFG,), on_change="reload-or-restart"), WaitHaproxyServing(),
            Systemd("keepalived", restart_on=(KEEPALIVED_CONF, CHECK_SCRIPT), on_change="reload-or-restart")],
     hosts=balancers(), tags=TAGS, when=_kind("haproxy-keepalived"), whole_cluster=True,
     description="haproxy to every apiserver and keepalived holding the VIP, on the balancer hosts",

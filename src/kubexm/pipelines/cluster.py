@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from kubexm.engine import Pipeline
+from kubexm.modules.addons import AddonsModule
 from kubexm.modules.etcd import EtcdModule, ExternalEtcdModule
 from kubexm.modules.infrastructure import InfrastructureModule
 from kubexm.modules.kubernetes import KubernetesModule
@@ -13,6 +14,6 @@ from kubexm.modules.runtime import ContainerRuntimeModule
 CREATE_CLUSTER = Pipeline(
     "CreateClusterPipeline",
     modules=[PreflightModule, InfrastructureModule, EtcdModule, ExternalEtcdModule, ContainerRuntimeModule,
-             LoadBalancerModule, KubernetesModule],
+             LoadBalancerModule, KubernetesModule, AddonsModule],
     description="create a cluster: preflight, then every component module the spec enables",
 )

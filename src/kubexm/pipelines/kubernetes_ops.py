@@ -78,17 +78,21 @@ RemoveFromKubernetes = Task(
     "RemoveNodes", steps=[Cordon(), Drain(), DeleteNodeObject(), KubeadmReset()], hosts=kube_nodes(), tags=K8S,
     strategy=SERIAL, description="cordon, drain, delete the Node, kubeadm reset and clean up, one node at a time",
 )
+DeleteNodesChecks = Module("DeleteNodesChecks", [CheckRemaining], tags=K8S,
+                           description="refusals before anything changes")
 DeleteNodesKubernetesModule = Module(
     "DeleteNodesKubernetesModule",
     # Balancers stop sending traffic to a leaving control plane before it is drained and reset.
-    [CheckRemaining, InstallHaproxyKeepalived, InternalApiProxy, RemoveFromKubernetes],
+    [InstallHaproxyKeepalived, InternalApiProxy, RemoveFromKubernetes],
     tags=K8S, description="remove nodes from Kubernetes",
 )
 DELETE_KUBE_NODES = Pipeline(
     "DeleteKubernetesNodesPipeline",
-    modules=[DeleteNodesKubernetesModule,
-             Module("DeleteNodesEtcd", DeleteNodesEtcdModule.tasks, enabled=_kubexm_etcd, tags=frozenset({"etcd"}))],
-    description="delete nodes: drain and remove from Kubernetes, then from etcd when they are members",
+    # etcd first: its quorum check refuses a removal before anything of Kubernetes is touched.
+    modules=[DeleteNodesChecks,
+             Module("DeleteNodesEtcd", DeleteNodesEtcdModule.tasks, enabled=_kubexm_etcd, tags=frozenset({"etcd"})),
+             DeleteNodesKubernetesModule],
+    description="delete nodes: leave etcd when members (quorum kept), then drain and remove from Kubernetes",
 )
 
 # -- upgrade -----------------------------------------------------------------------------------

@@ -188,6 +188,7 @@ class Flannel(SpecModel):
 class Cilium(SpecModel):
     version: str | None = None
     kube_proxy_replacement: bool = False
+    mtu: Annotated[int, Field(ge=576, le=9000)] | None = None
 
 
 class Network(SpecModel):

@@ -62,6 +62,21 @@ def _values_yaml(values: dict[str, Any]) -> str:
     return out.getvalue()
 
 
+def local_chart(cluster: Cluster, release: AddonRelease) -> Path | None:
+    """The chart's .tgz from the local asset source (component chart, name = chart, arch all), if it has one."""
+    source = cluster.spec.assets.local_source
+    if not source or not release.chart or not release.chart_version:
+        return None
+    from kubexm.assets import LocalSource, verified
+
+    local = LocalSource(Path(source).expanduser())
+    try:
+        asset = local.find("chart", release.chart_version, "all", release.chart)
+    except KubexmError:
+        return None
+    return verified(local.root / asset.file, asset) if asset else None
+
+
 def fingerprint(release: AddonRelease) -> str:
     payload = json.dumps({"manifest": release.manifest, "chart": release.chart, "repo": release.chart_repo,
                           "version": release.chart_version, "values": release.values}, sort_keys=True, default=str)
@@ -72,46 +87,55 @@ def fingerprint(release: AddonRelease) -> str:
 class ApplyAddon(Step):
     """Install or update one addon; a re-run with the same content only checks that it is still there."""
 
-    name: str
+    addon: str
 
     def describe(self) -> str:
-        return f"install addon {self.name}"
+        return f"install addon {self.addon}"
 
-    def release(self, cluster: Cluster) -> AddonRelease:
-        for r in all_addons(cluster):
-            if r.name == self.name:
-                return r
-        raise StepFailed(f"addon {self.name} is not enabled in the cluster file")
+    def release(self, host: HostContext) -> AddonRelease:
+        # Rendered once per run: user manifests may come from URLs.
+        releases = host.run_ctx.shared.get("addons")
+        if releases is None:
+            releases = host.run_ctx.shared["addons"] = {r.name: r for r in all_addons(host.cluster)}
+        if self.addon not in releases:
+            raise StepFailed(f"addon {self.addon} is not enabled in the cluster file")
+        found: AddonRelease = releases[self.addon]
+        return found
 
     def _marker(self) -> str:
-        return f"{ADDON_DIR}/{self.name}.applied"
+        return f"{ADDON_DIR}/{self.addon}.applied"
 
     async def check(self, host: HostContext) -> bool:
-        release = self.release(host.cluster)
+        release = self.release(host)
         res = await host.run(f"cat {self._marker()}", check=False)
         if res.stdout.strip() != fingerprint(release):
             return False
         if release.manifest is not None:
-            present = await host.run(f"{commands.KUBECTL} get -f {ADDON_DIR}/{self.name}.yaml -o name", check=False)
+            present = await host.run(f"{commands.KUBECTL} get -f {ADDON_DIR}/{self.addon}.yaml -o name", check=False)
         else:
             present = await host.run(f"helm status {shlex.quote(release.name)} -n {shlex.quote(release.namespace)} "
                                      f"--kubeconfig /etc/kubernetes/admin.conf", check=False)
         return present.ok
 
     async def run(self, host: HostContext) -> None:
-        release = self.release(host.cluster)
+        release = self.release(host)
         await host.run(f"mkdir -p {ADDON_DIR}")
         if release.manifest is not None:
-            path = f"{ADDON_DIR}/{self.name}.yaml"
+            path = f"{ADDON_DIR}/{self.addon}.yaml"
             await host.upload(release.manifest.encode(), path, mode=0o644)
-            await host.run(commands.apply_manifest(path), timeout=600, display=f"kubectl apply {self.name}")
+            await host.run(commands.apply_manifest(path), timeout=600, display=f"kubectl apply {self.addon}")
         else:
             assert release.chart is not None
-            values = f"{ADDON_DIR}/{self.name}-values.yaml"
+            values = f"{ADDON_DIR}/{self.addon}-values.yaml"
             await host.upload(_values_yaml(release.values).encode(), values, mode=0o600)
-            await host.run(commands.helm_upgrade(release.name, release.chart, release.namespace, values,
-                                                 release.chart_version, release.chart_repo),
-                           timeout=900, display=f"helm upgrade --install {self.name}")
+            chart, repo = release.chart, release.chart_repo
+            local = local_chart(host.cluster, release)
+            if local is not None:  # air-gapped: the chart archive comes from the local asset source
+                chart, repo = f"{ADDON_DIR}/{local.name}", None
+                await host.upload(local, chart, mode=0o644)
+            await host.run(commands.helm_upgrade(release.name, chart, release.namespace, values,
+                                                 None if local else release.chart_version, repo),
+                           timeout=900, display=f"helm upgrade --install {self.addon}")
         await host.upload((fingerprint(release) + "\n").encode(), self._marker(), mode=0o644)
 
 
@@ -119,20 +143,20 @@ class ApplyAddon(Step):
 class RemoveAddon(Step):
     """`kubexm delete addon NAME`: helm uninstall, or kubectl delete of the applied manifest."""
 
-    name: str
+    addon: str
     namespace: str = "default"
 
     def describe(self) -> str:
-        return f"uninstall addon {self.name}"
+        return f"uninstall addon {self.addon}"
 
     async def check(self, host: HostContext) -> bool:
-        res = await host.run(f"test -e {ADDON_DIR}/{self.name}.applied", check=False)
+        res = await host.run(f"test -e {ADDON_DIR}/{self.addon}.applied", check=False)
         return not res.ok
 
     async def run(self, host: HostContext) -> None:
-        manifest = f"{ADDON_DIR}/{self.name}.yaml"
+        manifest = f"{ADDON_DIR}/{self.addon}.yaml"
         if (await host.run(f"test -e {manifest}", check=False)).ok:
             await host.run(commands.delete_manifest(manifest), timeout=600)
         else:
-            await host.run(commands.helm_uninstall(self.name, self.namespace), timeout=600)
-        await host.run(f"rm -f {ADDON_DIR}/{self.name}.applied {manifest} {ADDON_DIR}/{self.name}-values.yaml")
+            await host.run(commands.helm_uninstall(self.addon, self.namespace), timeout=600)
+        await host.run(f"rm -f {ADDON_DIR}/{self.addon}.applied {manifest} {ADDON_DIR}/{self.addon}-values.yaml")

@@ -6,7 +6,9 @@ running ones, so a bad config never takes the endpoint down.
 
 from __future__ import annotations
 
+import asyncio
 import shlex
+import time
 from dataclasses import dataclass
 
 from kubexm.balancer.configs import (
@@ -24,6 +26,7 @@ from kubexm.balancer.configs import (
     kube_vip_manifest,
 )
 from kubexm.engine.context import HostContext
+from kubexm.engine.step import Step
 from kubexm.errors import StepFailed
 from kubexm.spec.models import Cluster
 from kubexm.steps.runtime import ConfigFiles, _sha
@@ -55,17 +58,21 @@ class HaproxyConfig(ConfigFiles):
     def describe(self) -> str:
         return f"write {HAPROXY_CFG} (checked with haproxy -c)"
 
+    async def check(self, host: HostContext) -> bool:
+        if host.name in removing(host):
+            return True  # leaving the cluster: it is reset next, not reconfigured
+        return await host.sha256(HAPROXY_CFG) == _sha(haproxy_cfg(host.cluster, without=removing(host)))
+
     def files(self, cluster: Cluster) -> dict[str, tuple[str, int]]:
         return {HAPROXY_CFG: (haproxy_cfg(cluster), 0o644)}
 
-    async def check(self, host: HostContext) -> bool:
-        return await host.sha256(HAPROXY_CFG) == _sha(haproxy_cfg(host.cluster, without=removing(host)))
 
     async def run(self, host: HostContext) -> None:
         text = haproxy_cfg(host.cluster, without=removing(host))
         candidate = f"{HAPROXY_CFG}.kubexm-new"
         await host.upload(text.encode(), candidate, mode=0o644)
-        res = await host.run(f"haproxy -c -q -f {candidate} 2>&1", check=False)
+        # -dW: a warning is an error; what kubexm renders must be clean.
+        res = await host.run(f"haproxy -c -q -dW -f {candidate} 2>&1", check=False)
         await host.run(f"rm -f {candidate}", check=False)
         if not res.ok:
             raise StepFailed(f"the haproxy config kubexm rendered fails `haproxy -c`: {res.stdout.strip()[-300:]}",
@@ -86,6 +93,8 @@ class KeepalivedConfig(ConfigFiles):
         return {KEEPALIVED_CONF: (conf, 0o644), CHECK_SCRIPT: (check_script(), 0o755)}
 
     async def check(self, host: HostContext) -> bool:
+        if host.name in removing(host):
+            return True
         for path, (text, _) in (await self._files(host)).items():
             if await host.sha256(path) != _sha(text):
                 return False
@@ -98,7 +107,8 @@ class KeepalivedConfig(ConfigFiles):
         await host.upload(files[CHECK_SCRIPT][0].encode(), CHECK_SCRIPT, mode=0o755)
         res = await host.run(f"keepalived -t -f {candidate} 2>&1", check=False)
         await host.run(f"rm -f {candidate}", check=False)
-        if not res.ok:
+        # keepalived -t exits 0 for keywords it ignores, but says so: any output is a problem.
+        if not res.ok or res.stdout.strip():
             raise StepFailed(f"the keepalived config kubexm rendered fails `keepalived -t`: {res.stdout.strip()[-300:]}",
                              hint="the running config was left in place")
         for path, (text, mode) in files.items():
@@ -137,6 +147,8 @@ class InternalProxy(ConfigFiles):
                 INTERNAL_MANIFEST: (internal_proxy_manifest(cluster), 0o600)}
 
     async def check(self, host: HostContext) -> bool:
+        if host.name in removing(host):
+            return True  # leaving the cluster: it is reset next, not reconfigured
         for path, (text, _) in self._live(host).items():
             if await host.sha256(path) != _sha(text):
                 return False
@@ -154,3 +166,32 @@ class InternalProxy(ConfigFiles):
         # haproxy in the pod re-reads its config only on restart: a changed backend list restarts the pod.
         await host.run("crictl ps -q --name '^haproxy$' 2>/dev/null | xargs -r crictl stop >/dev/null 2>&1; true",
                        check=False)
+
+
+@dataclass(frozen=True)
+class WaitHaproxyServing(Step):
+    """haproxy answers on its monitor endpoint with the config kubexm wrote.
+
+    `systemctl reload haproxy` reports success even when the new config fails to load (the old process
+    keeps running the old config), so kubexm asks haproxy itself.
+    """
+
+    mutates = False
+    timeout: float = 20
+
+    def describe(self) -> str:
+        return "check haproxy serves the new configuration"
+
+    async def run(self, host: HostContext) -> None:
+        deadline = time.monotonic() + self.timeout
+        while True:
+            res = await host.run(f"bash {CHECK_SCRIPT}", check=False)
+            if res.ok:
+                return
+            if time.monotonic() > deadline:
+                log = await host.run("journalctl -u haproxy --no-pager -n 5 2>/dev/null | grep -E 'ALERT|WARNING' "
+                                     "| tail -n 2", check=False)
+                raise StepFailed(f"haproxy on {host.name} does not serve kubexm's config: "
+                                 f"{' / '.join(log.stdout.strip().splitlines()) or 'no answer on its health port'}",
+                                 hint=f"see `journalctl -u haproxy` on {host.name}")
+            await asyncio.sleep(1)

@@ -220,7 +220,14 @@ def evaluate(cluster: Cluster, name: str, facts: Facts, probe: dict[str, str], s
         if port_text.isdigit():
             owners.setdefault(int(port_text), proc or "?")
     wanted = _ports_for(roles, ROLE_PORTS)
-    ours = [p for p in wanted if p in owners and owners[p] == PORT_OWNERS.get(p)]
+    owner_of = dict(PORT_OWNERS)
+    from kubexm.balancer.plan import endpoint_plan
+
+    plan = endpoint_plan(cluster)
+    if name in plan.balancers and plan.kind == "haproxy-keepalived" and plan.listen_port not in wanted:
+        wanted.append(plan.listen_port)
+        owner_of[plan.listen_port] = "haproxy"
+    ours = [p for p in wanted if p in owners and owners[p] == owner_of.get(p)]
     busy = [f"{p} ({owners[p]})" for p in wanted if p in owners and p not in ours]
     if busy:
         add("ports", "fail", f"already in use: {', '.join(busy)}; stop what listens there")
