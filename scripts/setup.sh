@@ -4,8 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# haproxy, keepalived and kubectl validate the configs and kubeconfigs kubexm generates.
-apt_packages=(openssh-server openssh-client sudo iproute2 openssl debootstrap systemd-container haproxy keepalived)
+# haproxy, keepalived and kubectl validate the configs and kubeconfigs kubexm generates; socat relays files
+# between the benchmark's and the relay tests' hosts.
+apt_packages=(openssh-server openssh-client sudo iproute2 openssl debootstrap systemd-container haproxy keepalived socat)
 missing=()
 for p in "${apt_packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ "${#missing[@]}" -gt 0 ]; then

@@ -87,6 +87,10 @@ def match_hosts(cluster: Cluster, patterns: Sequence[str]) -> list[str]:
 _ROLES = ("etcd", "control-plane", "worker", "loadbalancer", "registry")
 
 
+def _defined_in(obj: object, attr: str) -> type | None:
+    return next((cls for cls in type(obj).__mro__ if attr in cls.__dict__), None)
+
+
 class Executor:
     def __init__(self, run: RunContext) -> None:
         self.run = run
@@ -187,18 +191,51 @@ class Executor:
         except KubexmError as exc:
             self._record(mname, task, host.name, "(prepare)", "prepare steps", "failed", exc.message)
             return False
+        batched = await self._batched_checks(host, steps)
         for index, step in enumerate(steps):
             if stop.is_set() and task.on_failure == "stop":
                 for later in steps[index:]:
                     self._record(mname, task, host.name, later.name, later.describe(), "skipped",
                                  "not started: the run is stopping after a failure elsewhere")
                 return True
-            rec = await self._step(mname, task, host, step)
+            rec = await self._step(mname, task, host, step, batched.get(index))
             if rec.status == "failed":
                 return False
+            if rec.status in ("changed", "would-change"):
+                batched = {}  # the host changed: later answers may be stale, each step checks again
         return True
 
-    async def _step(self, mname: str | None, task: Task, host: HostContext, step: Step) -> StepRecord:
+    async def _batched_checks(self, host: HostContext, steps: Sequence[Step]) -> dict[int, bool]:
+        """Every step's check_script in one command; {step index: done}. Empty when there is nothing to batch."""
+        if self.run.options.offline:
+            return {}
+        scripts: dict[int, str] = {}
+        for i, step in enumerate(steps):
+            if _defined_in(step, "check") is not _defined_in(step, "check_script"):
+                continue  # a subclass refined check(): the inherited script may no longer mean the same
+            try:
+                script = step.check_script(host)
+            except Exception:  # a step that cannot say in advance checks on its own
+                script = None
+            if script:
+                scripts[i] = script
+        if len(scripts) < 2:
+            return {}
+        body = "; ".join(f"if ( {s} ) >/dev/null 2>&1; then echo {i}=0; else echo {i}=1; fi"
+                         for i, s in scripts.items())
+        try:
+            res = await host.run(body, check=False, display="batched checks")
+        except KubexmError:
+            return {}  # e.g. a transport fault: the steps check one by one, with the usual retries
+        answers: dict[int, bool] = {}
+        for line in res.stdout.splitlines():
+            key, _, value = line.partition("=")
+            if key.isdigit() and int(key) in scripts:
+                answers[int(key)] = value == "0"
+        return answers
+
+    async def _step(self, mname: str | None, task: Task, host: HostContext, step: Step,
+                    batched: bool | None = None) -> StepRecord:
         run, opts = self.run, self.run.options
         desc = step.describe()
         run.emit(Event("step.start", module=mname, task=task.name, host=host.name, step=step.name, message=desc))
@@ -212,7 +249,9 @@ class Executor:
                     status = "planned"
                     break
                 try:
-                    done = await step.check(host)
+                    # A batched "done" is trusted; a batched "not done" is confirmed by the step itself,
+                    # which may know more (e.g. not applicable on this host).
+                    done = True if batched else await step.check(host)
                 except (CommandFailed, StepFailed) as exc:
                     # An unreadable state means "not as wanted": let run() decide, and say why in a plan.
                     done, message = False, f"check: {exc}"

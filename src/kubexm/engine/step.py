@@ -31,6 +31,14 @@ class Step(ABC):
         """True when nothing needs doing. Must not change the host. The default always runs."""
         return False
 
+    def check_script(self, host: HostContext) -> str | None:
+        """Optional: a shell snippet whose exit status 0 means the same as ``check()`` returning True.
+
+        The executor runs the snippets of a host's steps together in one remote command (one round trip
+        instead of one per step); the answers stand until a step on that host changes something.
+        """
+        return None
+
     @abstractmethod
     async def run(self, host: HostContext) -> None:
         """Bring the host to the wanted state; raise CommandFailed/StepFailed when impossible."""

@@ -88,6 +88,11 @@ class Connection(ABC):
     async def get(self, remote: str, local: Path) -> None:
         """Copy a remote file (read as root) to a local path."""
 
+    async def run_streaming(self, command: str, source: Path, *, timeout: float | None = None) -> CommandResult:
+        """Run ``command`` (as the login user, no sudo) with the file streamed to its stdin. Connections that
+        can stream override this; the fallback reads the file whole."""
+        return await self.run(command, sudo=False, stdin=source.read_bytes(), timeout=timeout)
+
     @abstractmethod
     async def close(self) -> None:
         """Close the connection (idempotent)."""

@@ -7,6 +7,7 @@ password fed on stdin, never in argv. Host keys are pinned in kubexm's own known
 
 from __future__ import annotations
 
+import asyncio
 import os
 import posixpath
 import shlex
@@ -213,6 +214,27 @@ class SSHConnection(Connection):
                 hint="set sudoPassword (or password) for this host, or allow the user passwordless sudo",
             )
         return status, _bytes(proc.stdout), err
+
+    async def run_streaming(self, command: str, source: Path, *, timeout: float | None = None) -> CommandResult:
+        """The file goes to the command's stdin in chunks: memory stays flat whatever its size."""
+        await self.open()
+        assert self._conn is not None
+        try:
+            async with self._conn.create_process(command, encoding=None) as proc:
+                with open(source, "rb") as fh:
+                    while chunk := fh.read(_CHUNK):
+                        proc.stdin.write(chunk)
+                        await proc.stdin.drain()
+                proc.stdin.write_eof()
+                done = await asyncio.wait_for(proc.wait(check=False), timeout or self.options.command_timeout)
+        except TimeoutError:
+            return CommandResult(command, 124, "", f"timed out after {timeout}s")
+        except _TRANSPORT_ERRORS as exc:
+            await self._drop()
+            raise ConnectionFault(f"{self.name}: connection lost while streaming: {_reason(exc)}") from None
+        status = done.exit_status if done.exit_status is not None else 255
+        return CommandResult(command, status, _bytes(done.stdout).decode(errors="replace"),
+                             _bytes(done.stderr).decode(errors="replace"))
 
     # -- files ----------------------------------------------------------------------------
     async def _sftp_client(self) -> asyncssh.SFTPClient:

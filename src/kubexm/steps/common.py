@@ -14,6 +14,11 @@ from kubexm.errors import CommandFailed
 from kubexm.templates import render
 
 
+def sha256_test(path: str, digest: str) -> str:
+    """Shell test: the file at ``path`` has this sha256 (what ``HostContext.sha256`` compares)."""
+    return f"printf '%s  %s\\n' {digest} {shlex.quote(path)} | sha256sum -c --status"
+
+
 @dataclass(frozen=True)
 class Command(Step):
     """Run an ad-hoc shell command and report its output (``kubexm run command``)."""
@@ -56,6 +61,9 @@ class PutFile(Step):
     async def check(self, host: HostContext) -> bool:
         return await host.sha256(self.dest) == self._want()
 
+    def check_script(self, host: HostContext) -> str | None:
+        return sha256_test(self.dest, self._want())
+
     async def run(self, host: HostContext) -> None:
         await host.upload(self.source, self.dest, mode=self.mode)
 
@@ -78,6 +86,9 @@ class Template(Step):
 
     async def check(self, host: HostContext) -> bool:
         return await host.sha256(self.dest) == hashlib.sha256(self.content(host)).hexdigest()
+
+    def check_script(self, host: HostContext) -> str | None:
+        return sha256_test(self.dest, hashlib.sha256(self.content(host)).hexdigest())
 
     async def run(self, host: HostContext) -> None:
         data = self.content(host)
@@ -104,6 +115,12 @@ class Systemd(Step):
         unit = shlex.quote(self.unit)
         res = await host.run(f"systemctl is-enabled {unit} && systemctl is-active {unit}", check=False)
         return res.ok and not self._changed(host)
+
+    def check_script(self, host: HostContext) -> str | None:
+        if self._changed(host):
+            return None
+        unit = shlex.quote(self.unit)
+        return f"systemctl is-enabled -q {unit} && systemctl is-active -q {unit}"
 
     async def run(self, host: HostContext) -> None:
         unit = shlex.quote(self.unit)

@@ -186,6 +186,11 @@ class ConfigFiles(Step):
                 return False
         return True
 
+    def check_script(self, host: HostContext) -> str | None:
+        from kubexm.steps.common import sha256_test
+
+        return " && ".join(sha256_test(path, _sha(text)) for path, (text, _) in self.files(host.cluster).items())
+
     async def run(self, host: HostContext) -> None:
         for path, (text, mode) in self.files(host.cluster).items():
             if await host.upload(text.encode(), path, mode=mode):

@@ -1,0 +1,155 @@
+"""Lightweight SSH hosts for the benchmark: one network namespace, address and OpenSSH sshd each.
+
+Every host has its own netns with a veth on a shared bridge, its own sshd (run in a private mount
+namespace so /srv/kxbench is the host's own directory), and serves one non-root user, ``kxbench``, whose
+shell is /bin/sh and who has no profile: commands cost what SSH costs, nothing more. Everything is
+removed again by ``teardown`` (also after a crash, from the state file).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+USER = "kxbench"
+BRIDGE = "kxbench0"
+NET = ipaddress.ip_network("10.214.0.0/16")
+STATE = Path("/run/kxbench/state.json")
+WORK = Path("/var/tmp/kxbench")
+ETC = WORK / "etc"
+
+
+@dataclass
+class BenchHost:
+    name: str
+    address: str
+    netns: str
+    veth: str
+
+
+def _run(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, check=check)
+
+
+def _ensure_user() -> None:
+    if _run("id", USER, check=False).returncode != 0:
+        _run("useradd", "--create-home", "--shell", "/bin/sh", USER)
+    # No password, but not locked: sshd without PAM refuses locked accounts even for key logins.
+    _run("usermod", "-p", "*", USER)
+    home = Path(f"/home/{USER}")
+    for profile in (".profile", ".bashrc", ".bash_profile", ".bash_logout"):
+        (home / profile).unlink(missing_ok=True)
+    # kubexm moves uploaded files into place with sudo for non-root users; peers do not need it.
+    Path("/etc/sudoers.d/kxbench").write_text(f"{USER} ALL=(ALL) NOPASSWD: ALL\n")
+    os.chmod("/etc/sudoers.d/kxbench", 0o440)
+
+
+def _keys(root: Path) -> tuple[Path, Path]:
+    ETC.mkdir(parents=True, exist_ok=True)
+    key = root / "id_ed25519"
+    host_key = ETC / "ssh_host_ed25519_key"
+    for path in (key, host_key):
+        if not path.exists():
+            _run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path))
+    # sshd reads it as the user: it must sit where kxbench can reach (not under a private temp dir).
+    WORK.mkdir(parents=True, exist_ok=True)
+    os.chmod(WORK, 0o755)
+    auth = WORK / "authorized_keys"
+    auth.write_text((root / "id_ed25519.pub").read_text())
+    shutil.chown(auth, USER)
+    os.chmod(auth, 0o600)
+    return key, host_key
+
+
+def _sshd_config(host: BenchHost, host_key: Path) -> Path:
+    # Outside /tmp: each host's sshd sees its own /tmp.
+    cfg = ETC / f"sshd-{host.name}.conf"
+    cfg.write_text(
+        f"ListenAddress {host.address}\nPort 22\nHostKey {host_key}\nPidFile {ETC}/sshd-{host.name}.pid\n"
+        f"AuthorizedKeysFile {WORK}/authorized_keys\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
+        "UsePAM no\nUseDNS no\nPermitRootLogin no\nStrictModes no\nMaxStartups 200:30:400\nMaxSessions 100\n"
+        f"AllowUsers {USER}\nSubsystem sftp internal-sftp\nPrintMotd no\nPrintLastLog no\nLogLevel ERROR\n")
+    return cfg
+
+
+def setup(count: int, root: Path) -> tuple[list[BenchHost], Path]:
+    """Create ``count`` hosts; returns them and the private key that logs in as kxbench."""
+    teardown()
+    root.mkdir(parents=True, exist_ok=True)
+    STATE.parent.mkdir(parents=True, exist_ok=True)
+    _ensure_user()
+    key, host_key = _keys(root)
+    gateway = str(NET.network_address + 1)
+    _run("ip", "link", "add", BRIDGE, "type", "bridge")
+    _run("ip", "addr", "add", f"{gateway}/{NET.prefixlen}", "dev", BRIDGE)
+    _run("ip", "link", "set", BRIDGE, "up")
+    hosts: list[BenchHost] = []
+    STATE.write_text(json.dumps({"root": str(root), "hosts": []}))
+    for i in range(count):
+        addr = str(NET.network_address + 256 + i + 1)  # 10.214.1.1, ...
+        h = BenchHost(f"h{i + 1:03d}", addr, f"kxb-{i + 1}", f"kxbv{i + 1}")
+        hosts.append(h)
+        STATE.write_text(json.dumps({"root": str(root), "hosts": [vars(x) for x in hosts]}))
+        _run("ip", "netns", "add", h.netns)
+        _run("ip", "link", "add", h.veth, "type", "veth", "peer", "name", "eth0", "netns", h.netns)
+        _run("ip", "link", "set", h.veth, "master", BRIDGE, "up")
+        _run("ip", "-n", h.netns, "addr", "add", f"{addr}/{NET.prefixlen}", "dev", "eth0")
+        _run("ip", "-n", h.netns, "link", "set", "eth0", "up")
+        _run("ip", "-n", h.netns, "link", "set", "lo", "up")
+        data = WORK / h.name
+        data.mkdir(parents=True, exist_ok=True)
+        shutil.chown(data, USER)
+        tmp = WORK / f"{h.name}.tmp"
+        tmp.mkdir(parents=True, exist_ok=True)
+        os.chmod(tmp, 0o1777)
+        cfg = _sshd_config(h, host_key)
+        # A private mount namespace per host: /srv/kxbench and /tmp are this host's own, as on a machine.
+        _run("ip", "netns", "exec", h.netns, "unshare", "--mount", "--propagation", "private", "sh", "-c",
+             f"mkdir -p /srv/kxbench && mount --bind {data} /srv/kxbench && mount --bind {tmp} /tmp && "
+             f"exec /usr/sbin/sshd -f {cfg}")
+    _wait_ready(hosts)
+    return hosts, key
+
+
+def _wait_ready(hosts: list[BenchHost], timeout: float = 60) -> None:
+    import socket
+
+    deadline = time.monotonic() + timeout
+    pending = list(hosts)
+    while pending and time.monotonic() < deadline:
+        still = []
+        for h in pending:
+            try:
+                with socket.create_connection((h.address, 22), timeout=1) as s:
+                    s.recv(8)
+            except OSError:
+                still.append(h)
+        pending = still
+        if pending:
+            time.sleep(0.2)
+    if pending:
+        raise RuntimeError(f"sshd did not come up on {', '.join(h.name for h in pending[:5])}")
+
+
+def teardown() -> None:
+    """Stop every sshd, remove namespaces, links, the bridge and the data; safe to call any time."""
+    if STATE.exists():
+        state = json.loads(STATE.read_text())
+        for h in state["hosts"]:
+            pid_file = ETC / f"sshd-{h['name']}.pid"
+            with contextlib.suppress(OSError, ValueError):
+                os.kill(int(pid_file.read_text()), signal.SIGTERM)
+            _run("ip", "link", "del", h["veth"], check=False)
+            _run("ip", "netns", "del", h["netns"], check=False)
+        STATE.unlink()
+    _run("ip", "link", "del", BRIDGE, check=False)
+    shutil.rmtree(WORK, ignore_errors=True)
+    Path("/etc/sudoers.d/kxbench").unlink(missing_ok=True)

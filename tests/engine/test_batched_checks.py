@@ -1,0 +1,84 @@
+"""Check batching: one round trip for a host's checks, answers dropped as soon as the host changes."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+from support.memory import MemoryFleet
+
+from kubexm.engine import EventBus, Executor, Module, RunContext, RunOptions, Task, all_hosts
+from kubexm.hosts.pool import ConnectionPool
+from kubexm.spec.loader import parse_cluster
+from kubexm.steps.common import PutFile
+
+CLUSTER = parse_cluster("""\
+apiVersion: kubexm.io/v1alpha1
+kind: Cluster
+metadata: {name: batch}
+spec:
+  hosts:
+    - {name: n1, address: 10.0.0.1}
+    - {name: n2, address: 10.0.0.2}
+  roleGroups: {etcd: [n1], control-plane: [n1], worker: [n2]}
+""")
+
+
+def sha_checks(fleet: MemoryFleet) -> None:
+    """Answer the batched script from the in-memory files, like sha256sum -c would."""
+    import hashlib
+
+    def batch(h: object, m: re.Match[str], s: bytes | None) -> tuple[int, str, str]:
+        out = []
+        for part in m.string.split("; fi"):
+            found = re.search(r"printf '%s  %s\\n' (\w+) (\S+) \|.*echo (\d+)=0", part)
+            if found:
+                digest, path, i = found.groups()
+                data = fleet_files(h).get(path)
+                ok = data is not None and hashlib.sha256(data).hexdigest() == digest
+                out.append(f"{i}={0 if ok else 1}")
+        return 0, "\n".join(out) + "\n", ""
+
+    def fleet_files(h: object) -> dict[str, bytes]:
+        return h.files  # type: ignore[attr-defined, no-any-return]
+
+    for name in ("n1", "n2"):
+        fleet[name].on(r"^if \( printf", batch)
+
+
+def run(fleet: MemoryFleet, task: Task) -> object:
+    options = RunOptions()
+    ctx = RunContext(CLUSTER, options, bus=EventBus([lambda e: None]),
+                     pool=ConnectionPool(CLUSTER, options.connect, factory=fleet.factory))
+    return asyncio.run(Executor(ctx).run_tasks([(Module("M", [task]), task)]))
+
+
+def test_an_idempotent_rerun_costs_one_command_per_host() -> None:
+    steps = [PutFile(f"content {i}\n".encode(), f"/srv/f{i}") for i in range(20)]
+    task = Task("Files", steps, hosts=all_hosts())
+    fleet = MemoryFleet(["n1", "n2"])
+    sha_checks(fleet)
+    assert run(fleet, task).ok  # type: ignore[attr-defined]
+    assert all(fleet["n1"].files[f"/srv/f{i}"] == f"content {i}\n".encode() for i in range(20))
+    before = {n: len(fleet[n].commands) for n in ("n1", "n2")}
+    report = run(fleet, task)
+    assert report.ok and report.count("ok") == 40  # type: ignore[attr-defined]
+    for n in ("n1", "n2"):
+        new = [c for c in fleet[n].commands[before[n]:] if not c.lstrip().startswith("export LC_ALL")]
+        assert len(new) == 1 and new[0].startswith("if ( printf"), new
+
+
+def test_answers_are_dropped_once_the_host_changed() -> None:
+    steps = [PutFile(f"content {i}\n".encode(), f"/srv/f{i}") for i in range(5)]
+    task = Task("Files", steps, hosts=all_hosts())
+    fleet = MemoryFleet(["n1", "n2"])
+    sha_checks(fleet)
+    assert run(fleet, task).ok  # type: ignore[attr-defined]
+    fleet["n1"].files["/srv/f1"] = b"edited by hand\n"
+    before = len(fleet["n1"].commands)
+    report = run(fleet, task)
+    assert report.ok and report.count("changed") == 1  # type: ignore[attr-defined]
+    assert fleet["n1"].files["/srv/f1"] == b"content 1\n"
+    # After the change, steps 2..4 checked one by one again.
+    singles = [c for c in fleet["n1"].commands[before:] if c.startswith("sha256sum")]
+    assert len(singles) >= 3
