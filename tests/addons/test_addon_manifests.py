@@ -148,3 +148,28 @@ def test_private_registry_rewrites_every_image() -> None:
     assert len(seen) >= 5 and all(i.startswith("reg.internal:5000/") for i in seen), seen
     calico = calico_values(cluster().model_copy(update={}))
     assert "registry" not in calico["installation"]
+
+
+def test_nodelocaldns_reaches_coredns_the_way_the_proxy_mode_allows() -> None:
+    c = cluster("  dns:\n    nodelocaldns: true\n")
+    c.spec.kubernetes.proxy_mode = "iptables"
+    # Holding kube-dns's own IP, the cache must reach CoreDNS through the separate upstream Service.
+    assert "forward . __PILLAR__CLUSTER__DNS__ {" in corefile(c)
+    assert "bind 169.254.25.10 10.233.0.10" in corefile(c)
+    c.spec.kubernetes.proxy_mode = "ipvs"
+    # In ipvs mode the Service IP sits on kube-ipvs0: link-local only, straight to CoreDNS's Service IP.
+    assert "forward . 10.233.0.10 {" in corefile(c) and "__PILLAR__" not in corefile(c)
+    assert "forward . /etc/resolv.conf" in corefile(c)  # no upstream servers in the spec: the node's own
+    metrics = [s for s in by_kind(nodelocaldns_manifest(c), "Service") if s["metadata"]["name"] == "node-local-dns"]
+    assert metrics and metrics[0]["spec"]["clusterIP"] == "None"
+
+
+def test_calico_interface_is_anchored_and_private_registry_reaches_the_operator() -> None:
+    c = cluster()
+    c.spec.network.interface = "eth1"
+    auto = calico_values(c)["installation"]["calicoNetwork"]["nodeAddressAutodetectionV4"]
+    assert auto == {"interface": "^eth1$"}  # a bare "eth1" would also match eth10 and veth interfaces
+    c.spec.registry.private_registry = "reg.internal:5000/"
+    values = calico_values(c)
+    assert values["installation"]["registry"] == "reg.internal:5000/"
+    assert values["tigeraOperator"] == {"registry": "reg.internal:5000", "image": "tigera/operator"}

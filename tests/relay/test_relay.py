@@ -19,7 +19,7 @@ from kubexm.hosts.relay import PORT, distribute
 from kubexm.spec.loader import parse_cluster
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from bench import hosts as bench_hosts  # noqa: E402
+from bench import hosts as bench_hosts
 
 pytestmark = pytest.mark.integration
 

@@ -1,8 +1,15 @@
 """NodeLocal DNSCache: a caching DNS agent on every node, answering on a link-local address.
 
-CoreDNS itself comes with kubeadm. kubelet points pods at the local address (see kubeadm.kubelet_cluster_dns).
-The node-cache binary fills __PILLAR__CLUSTER__DNS__ and __PILLAR__UPSTREAM__SERVERS__ itself at start
-(from the kube-dns-upstream Service and the node's resolv.conf), as upstream intends.
+CoreDNS itself comes with kubeadm; kubelet points pods at the cache's address when it is enabled
+(``kubelet_cluster_dns``). Cluster zones are forwarded to CoreDNS, everything else to the spec's upstream
+servers or the node's resolv.conf.
+
+With kube-proxy in iptables mode the cache also takes over CoreDNS's Service IP (NOTRACK rules, as upstream
+intends), so it must reach CoreDNS through the separate kube-dns-upstream Service, whose address node-cache
+fills in at start (``__PILLAR__CLUSTER__DNS__``). In ipvs mode that IP already sits on kube-ipvs0 and cannot be
+bound again, in nftables mode node-cache's iptables rules do not apply, and with Cilium's kube-proxy
+replacement Service IPs are translated in eBPF: there the cache listens on the link-local address only and
+forwards to CoreDNS's Service IP directly (upstream's documented IPVS setup).
 """
 
 from __future__ import annotations
@@ -13,49 +20,75 @@ from typing import Any
 from kubexm.addons.images import dump_manifest
 from kubexm.addons.release import AddonRelease
 from kubexm.spec.models import Cluster
+from kubexm.templates import render
+
+NAMESPACE = "kube-system"
+NODE_CACHE_IMAGE = "registry.k8s.io/dns/k8s-dns-node-cache"
+UPSTREAM_SERVICE = "kube-dns-upstream"
+METRICS_PORT = 9253
+HEALTH_PORT = 8080
 
 
 def cluster_dns_ip(cluster: Cluster) -> str:
-    """CoreDNS's Service address: the 10th of the service CIDR, as kubeadm assigns it."""
+    """CoreDNS's Service address: the 10th address of the service CIDR, as kubeadm assigns it."""
     return str(ipaddress.ip_network(cluster.spec.kubernetes.service_cidr).network_address + 10)
 
 
-def corefile(cluster: Cluster) -> str:
+def kubelet_cluster_dns(cluster: Cluster) -> str:
+    """What kubelet's clusterDNS (the pods' nameserver) is: the node cache when enabled, else CoreDNS."""
     dns = cluster.spec.dns
-    ip = dns.nodelocaldns_ip
-    upstream = " ".join(dns.upstream_servers) or "__PILLAR__UPSTREAM__SERVERS__"
-    zones = []
-    for zone, forward, extra in ((cluster.spec.kubernetes.dns_domain, "__PILLAR__CLUSTER__DNS__",
-                                  "    cache {\n        success 9984 30\n        denial 9984 5\n    }\n"),
-                                 ("in-addr.arpa", "__PILLAR__CLUSTER__DNS__", "    cache 30\n"),
-                                 ("ip6.arpa", "__PILLAR__CLUSTER__DNS__", "    cache 30\n"),
-                                 (".", upstream, "    cache 30\n")):
-        tcp = " {\n        force_tcp\n    }" if forward == "__PILLAR__CLUSTER__DNS__" else ""
-        health = f"    health {ip}:8080\n" if zone == cluster.spec.kubernetes.dns_domain else ""
-        zones.append(f"{zone}:53 {{\n    errors\n{extra}    reload\n    loop\n    bind {ip}\n"
-                     f"    forward . {forward}{tcp}\n    prometheus :9253\n{health}}}\n")
-    return "\n".join(zones)
+    return dns.nodelocaldns_ip if dns.nodelocaldns else cluster_dns_ip(cluster)
+
+
+def intercepts_service_ip(cluster: Cluster) -> bool:
+    """Whether the cache also answers on CoreDNS's Service IP (only kube-proxy's iptables mode allows it)."""
+    net = cluster.spec.network
+    kube_proxy_replaced = net.plugin == "cilium" and net.cilium.kube_proxy_replacement
+    return cluster.spec.kubernetes.proxy_mode == "iptables" and not kube_proxy_replaced
+
+
+def listen_addresses(cluster: Cluster) -> list[str]:
+    """The addresses node-cache binds (its -localip argument)."""
+    local = cluster.spec.dns.nodelocaldns_ip
+    return [local, cluster_dns_ip(cluster)] if intercepts_service_ip(cluster) else [local]
+
+
+def corefile(cluster: Cluster) -> str:
+    """The Corefile node-cache starts from (it fills the __PILLAR__ placeholder itself)."""
+    dns = cluster.spec.dns
+    # Through kube-dns-upstream when the cache holds CoreDNS's own IP, else straight to CoreDNS.
+    to_coredns = ["__PILLAR__CLUSTER__DNS__"] if intercepts_service_ip(cluster) else [cluster_dns_ip(cluster)]
+    upstream = list(dns.upstream_servers) or ["/etc/resolv.conf"]
+    zones = [
+        {"name": cluster.spec.kubernetes.dns_domain, "cluster": True, "forward": to_coredns, "force_tcp": True},
+        {"name": "in-addr.arpa", "cluster": False, "forward": to_coredns, "force_tcp": True},
+        {"name": "ip6.arpa", "cluster": False, "forward": to_coredns, "force_tcp": True},
+        {"name": ".", "cluster": False, "forward": upstream, "force_tcp": False},
+    ]
+    return render("addons/nodelocaldns.Corefile.j2", zones=zones, bind=listen_addresses(cluster),
+                  local_ip=dns.nodelocaldns_ip)
 
 
 def nodelocaldns_manifest(cluster: Cluster) -> str:
+    """ServiceAccount, kube-dns-upstream Service, Corefile ConfigMap, DaemonSet and headless metrics Service."""
     dns = cluster.spec.dns
-    ns = "kube-system"
-    # With kube-proxy in ipvs mode the kube-dns Service IP is bound to kube-ipvs0, so the cache only listens
-    # on its link-local address; in iptables mode it also intercepts the Service IP.
-    local = dns.nodelocaldns_ip if cluster.spec.kubernetes.proxy_mode == "ipvs" else \
-        f"{dns.nodelocaldns_ip},{cluster_dns_ip(cluster)}"
+    ns = NAMESPACE
     labels = {"k8s-app": "node-local-dns"}
+    prometheus = {"prometheus.io/port": str(METRICS_PORT), "prometheus.io/scrape": "true"}
     docs: list[dict[str, Any]] = [
         {"apiVersion": "v1", "kind": "ServiceAccount",
          "metadata": {"name": "node-local-dns", "namespace": ns,
                       "labels": {"kubernetes.io/cluster-service": "true"}}},
+        # Same endpoints as kube-dns under another ClusterIP: the cache's way to CoreDNS when it has taken
+        # over kube-dns's own IP.
         {"apiVersion": "v1", "kind": "Service",
-         "metadata": {"name": "kube-dns-upstream", "namespace": ns,
+         "metadata": {"name": UPSTREAM_SERVICE, "namespace": ns,
                       "labels": {"k8s-app": "kube-dns", "kubernetes.io/name": "KubeDNSUpstream"}},
          "spec": {"ports": [{"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
                             {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53}],
                   "selector": {"k8s-app": "kube-dns"}}},
-        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "node-local-dns", "namespace": ns},
+        {"apiVersion": "v1", "kind": "ConfigMap",
+         "metadata": {"name": "node-local-dns", "namespace": ns},
          "data": {"Corefile": corefile(cluster)}},
         {"apiVersion": "apps/v1", "kind": "DaemonSet",
          "metadata": {"name": "node-local-dns", "namespace": ns, "labels": labels},
@@ -63,44 +96,52 @@ def nodelocaldns_manifest(cluster: Cluster) -> str:
              "updateStrategy": {"rollingUpdate": {"maxUnavailable": "10%"}},
              "selector": {"matchLabels": labels},
              "template": {
-                 "metadata": {"labels": labels,
-                              "annotations": {"prometheus.io/port": "9253", "prometheus.io/scrape": "true"}},
+                 "metadata": {"labels": labels, "annotations": prometheus},
                  "spec": {
                      "priorityClassName": "system-node-critical",
                      "serviceAccountName": "node-local-dns",
                      "hostNetwork": True,
-                     "dnsPolicy": "Default",
+                     "dnsPolicy": "Default",  # the node's resolv.conf: the cache cannot resolve through itself
                      "tolerations": [{"key": "CriticalAddonsOnly", "operator": "Exists"},
                                      {"effect": "NoExecute", "operator": "Exists"},
                                      {"effect": "NoSchedule", "operator": "Exists"}],
                      "containers": [{
                          "name": "node-cache",
-                         "image": f"registry.k8s.io/dns/k8s-dns-node-cache:{dns.nodelocaldns_version}",
+                         "image": f"{NODE_CACHE_IMAGE}:{dns.nodelocaldns_version}",
                          "resources": {"requests": {"cpu": "25m", "memory": "5Mi"}},
-                         "args": ["-localip", local, "-conf", "/etc/Corefile", "-upstreamsvc", "kube-dns-upstream"],
+                         "args": ["-localip", ",".join(listen_addresses(cluster)), "-conf", "/etc/Corefile",
+                                  "-upstreamsvc", UPSTREAM_SERVICE],
+                         # Creates the dummy interface and the NOTRACK rules on the host.
                          "securityContext": {"capabilities": {"add": ["NET_ADMIN"]}},
                          "ports": [{"containerPort": 53, "name": "dns", "protocol": "UDP"},
                                    {"containerPort": 53, "name": "dns-tcp", "protocol": "TCP"},
-                                   {"containerPort": 9253, "name": "metrics", "protocol": "TCP"}],
+                                   {"containerPort": METRICS_PORT, "name": "metrics", "protocol": "TCP"}],
                          "livenessProbe": {"httpGet": {"host": dns.nodelocaldns_ip, "path": "/health",
-                                                       "port": 8080},
+                                                       "port": HEALTH_PORT},
                                            "initialDelaySeconds": 60, "timeoutSeconds": 5},
-                         "volumeMounts": [{"mountPath": "/run/xtables.lock", "name": "xtables-lock",
+                         "volumeMounts": [{"name": "xtables-lock", "mountPath": "/run/xtables.lock",
                                            "readOnly": False},
                                           {"name": "config-volume", "mountPath": "/etc/coredns"},
                                           {"name": "kube-dns-config", "mountPath": "/etc/kube-dns"}],
                      }],
                      "volumes": [
                          {"name": "xtables-lock", "hostPath": {"path": "/run/xtables.lock", "type": "FileOrCreate"}},
+                         # Stub domains and upstreams of a kube-dns ConfigMap, when someone set one.
                          {"name": "kube-dns-config", "configMap": {"name": "kube-dns", "optional": True}},
+                         # node-cache reads Corefile.base and writes the effective /etc/Corefile itself.
                          {"name": "config-volume", "configMap": {
                              "name": "node-local-dns", "items": [{"key": "Corefile", "path": "Corefile.base"}]}}],
                  },
              },
          }},
+        {"apiVersion": "v1", "kind": "Service",
+         "metadata": {"name": "node-local-dns", "namespace": ns, "labels": labels, "annotations": prometheus},
+         "spec": {"clusterIP": "None",  # headless: Prometheus scrapes every node's cache, not one of them
+                  "ports": [{"name": "metrics", "port": METRICS_PORT, "targetPort": METRICS_PORT}],
+                  "selector": labels}},
     ]
     return dump_manifest(docs, cluster)
 
 
 def nodelocaldns_release(cluster: Cluster) -> AddonRelease:
-    return AddonRelease("nodelocaldns", "kube-system", manifest=nodelocaldns_manifest(cluster), category="dns")
+    return AddonRelease("nodelocaldns", NAMESPACE, manifest=nodelocaldns_manifest(cluster), category="dns")

@@ -161,11 +161,10 @@ def kubelet_configuration(cluster: Cluster) -> dict[str, Any]:
 
 
 def kubelet_cluster_dns(cluster: Cluster) -> str:
-    """NodeLocal DNSCache's address when enabled, else CoreDNS's (the 10th service address, as kubeadm does)."""
-    from kubexm.addons.dns import cluster_dns_ip
+    """NodeLocal DNSCache's address when enabled, else CoreDNS's (the addon module owns the rule)."""
+    from kubexm.addons import dns
 
-    dns = cluster.spec.dns
-    return dns.nodelocaldns_ip if dns.nodelocaldns else cluster_dns_ip(cluster)
+    return dns.kubelet_cluster_dns(cluster)
 
 
 def kube_proxy_configuration(cluster: Cluster) -> dict[str, Any]:
