@@ -1,5 +1,5 @@
 # The two entry points of the README. Both set everything up first (scripts/setup.sh).
-.PHONY: demo test lint setup
+.PHONY: demo test lint setup bench
 
 setup:
 	bash scripts/setup.sh
@@ -13,3 +13,6 @@ test: setup
 lint: setup
 	.venv/bin/ruff check src tests
 	.venv/bin/mypy
+
+bench: setup
+	.venv/bin/python bench/run.py

@@ -1,0 +1,103 @@
+"""One benchmark workload with kubexm or with a plain asyncssh script; run as its own process.
+
+    python bench/drive.py TOOL WORKLOAD HOSTS_JSON KEY [BLOB]
+
+TOOL: kubexm | asyncssh. WORKLOAD: a (1 command), b (10 commands), c (20 idempotent steps, re-run),
+d (upload BLOB: kubexm relay; asyncssh: one SFTP copy per host), d1 (BLOB to the first host only),
+e (plan of b), prepare-c (first run of c, not timed). Prints nothing on success; exit 1 on failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+DATA = "/srv/kxbench"
+
+
+def load_hosts(path: str) -> list[dict[str, str]]:
+    hosts: list[dict[str, str]] = json.loads(Path(path).read_text())
+    return hosts
+
+
+# -- plain asyncssh: one connection per host, commands in sequence ---------------------------------------
+async def plain(workload: str, hosts: list[dict[str, str]], key: str, blob: str | None) -> None:
+    import asyncssh
+
+    async def one(h: dict[str, str]) -> None:
+        async with asyncssh.connect(h["address"], username="kxbench", client_keys=[key], known_hosts=None) as conn:
+            if workload == "a":
+                await conn.run("true", check=True)
+            elif workload == "b":
+                for i in range(10):
+                    await conn.run(f"echo {i} > {DATA}/b{i}", check=True)
+            elif workload == "c":
+                for i in range(20):
+                    await conn.run(f"test -f {DATA}/c{i}", check=True)
+            elif workload in ("d", "d1"):
+                async with conn.start_sftp_client() as sftp:
+                    await sftp.put(blob or "", f"{DATA}/blob.bin")
+            elif workload == "prepare-c":
+                for i in range(20):
+                    await conn.run(f"echo {i} > {DATA}/c{i}", check=True)
+
+    targets = hosts[:1] if workload == "d1" else hosts
+    await asyncio.gather(*(one(h) for h in targets))
+
+
+# -- kubexm: the engine with the same steps users' tasks are made of ---------------------------------------
+def kubexm_cluster(hosts: list[dict[str, str]], key: str) -> object:
+    from kubexm.spec.loader import parse_cluster
+
+    lines = ["apiVersion: kubexm.io/v1alpha1", "kind: Cluster", "metadata: {name: bench}", "spec:", "  hosts:"]
+    lines += [f"    - {{name: {h['name']}, address: {h['address']}, user: kxbench, privateKeyPath: {key}}}"
+              for h in hosts]
+    names = ", ".join(h["name"] for h in hosts)
+    lines += ["  roleGroups:", f"    etcd: [{hosts[0]['name']}]", f"    control-plane: [{hosts[0]['name']}]",
+              f"    worker: [{names}]"]
+    return parse_cluster("\n".join(lines) + "\n")
+
+
+async def with_kubexm(workload: str, hosts: list[dict[str, str]], key: str, blob: str | None) -> None:
+    from kubexm.engine import Executor, Module, RunContext, RunOptions, Task, all_hosts
+    from kubexm.hosts.relay import distribute
+    from kubexm.steps.common import Command, PutFile
+
+    cluster = kubexm_cluster(hosts, key)
+    options = RunOptions(dry_run=workload == "e", parallel=len(hosts))
+    run = RunContext(cluster, options)  # type: ignore[arg-type]
+    try:
+        if workload in ("d", "d1"):
+            names = [h["name"] for h in hosts][: 1 if workload == "d1" else None]
+            await distribute(run, names, Path(blob or ""), f"{DATA}/blob.bin")
+            return
+        if workload == "a":
+            steps: list[object] = [Command("true", sudo=False)]
+        elif workload in ("b", "e"):
+            steps = [Command(f"echo {i} > {DATA}/b{i}", sudo=False) for i in range(10)]
+        else:  # c, prepare-c: the same 20 idempotent steps; a re-run finds everything in place
+            steps = [PutFile(f"{i}\n".encode(), f"{DATA}/c{i}") for i in range(20)]
+        task = Task("Bench", steps, hosts=all_hosts())  # type: ignore[arg-type]
+        report = await Executor(run).run_tasks([(Module("Bench", [task]), task)])
+        if not report.ok:
+            raise SystemExit(f"kubexm: {report.failures[0].host}: {report.failures[0].message}")
+        if workload == "c" and report.count("ok") != 20 * len(hosts):
+            raise SystemExit("kubexm: the re-run changed something")
+    finally:
+        await run.close()
+
+
+def main() -> None:
+    tool, workload, hosts_json, key = sys.argv[1:5]
+    blob = sys.argv[5] if len(sys.argv) > 5 else None
+    hosts = load_hosts(hosts_json)
+    if tool == "kubexm":
+        asyncio.run(with_kubexm(workload, hosts, key, blob))
+    else:
+        asyncio.run(plain(workload, hosts, key, blob))
+
+
+if __name__ == "__main__":
+    main()
