@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from kubexm.hosts.known_hosts import KnownHosts
@@ -21,3 +22,23 @@ def test_remember_replace_forget(tmp_path: Path) -> None:
     assert known.lookup("10.0.0.1", 22) is None
     other = known.lookup("10.0.0.1", 2222)
     assert other is not None and other.key == "ssh-ed25519 AAAA2"
+
+
+def test_a_key_pinned_or_edited_elsewhere_is_seen_at_once(tmp_path: Path) -> None:
+    # The parsed file is reused between lookups of one run; a change by another run must still show.
+    path = tmp_path / "known_hosts"
+    ours, theirs = KnownHosts(path), KnownHosts(path)
+    ours.remember("n1", "10.0.0.1", 22, "ssh-ed25519 AAAA1")
+    assert ours.lookup("10.0.0.2", 22) is None
+    theirs.remember("n2", "10.0.0.2", 22, "ssh-ed25519 BBBB1")
+    found = ours.lookup("10.0.0.2", 22)
+    assert found is not None and found.key == "ssh-ed25519 BBBB1"
+    # Edited by hand in place, same length: the key must not come from the cache.
+    text = path.read_text().replace("BBBB1", "BBBB2")
+    before = path.stat()
+    with open(path, "r+") as fh:
+        fh.write(text)
+    # A person edits seconds later; within one clock tick (~4 ms) the kernel can keep the mtime.
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns + 1_000_000_000))
+    found = ours.lookup("10.0.0.2", 22)
+    assert found is not None and found.key == "ssh-ed25519 BBBB2"

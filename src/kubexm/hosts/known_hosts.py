@@ -24,11 +24,24 @@ def endpoint(address: str, port: int) -> str:
     return f"[{address}]:{port}"
 
 
+# Parsed files by path, with the (inode, mtime, size) they were parsed at: a run connecting to N hosts looks
+# N times into the same file, which should be read once unless it changed (another run pinned a key).
+_PARSED: dict[Path, tuple[tuple[int, int, int], list[KnownKey]]] = {}
+
+
 class KnownHosts:
     def __init__(self, path: Path) -> None:
         self.path = path
 
     def _read(self) -> list[KnownKey]:
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            return []
+        stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+        cached = _PARSED.get(self.path)
+        if cached is not None and cached[0] == stamp:
+            return list(cached[1])
         try:
             lines = self.path.read_text().splitlines()
         except FileNotFoundError:
@@ -38,7 +51,8 @@ class KnownHosts:
             parts = line.split()
             if len(parts) >= 4 and not line.startswith("#"):
                 out.append(KnownKey(parts[0], parts[1], f"{parts[2]} {parts[3]}"))
-        return out
+        _PARSED[self.path] = (stamp, out)
+        return list(out)
 
     def lookup(self, address: str, port: int) -> KnownKey | None:
         ep = endpoint(address, port)

@@ -12,6 +12,7 @@ import os
 import posixpath
 import shlex
 import uuid
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,11 @@ _TRANSPORT_ERRORS = (
     BrokenPipeError,
 )
 _CHUNK = 4 << 20  # bytes per SFTP write (asyncssh splits each into parallel requests)
+# AES-GCM first: one AEAD call per packet in OpenSSL (AES-NI on the machines kubexm targets) where
+# chacha20-poly1305, asyncssh's first choice, costs several per packet; measured ~10% less client CPU for
+# many short commands. The rest of asyncssh's defaults follow, so older servers still connect.
+_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "chacha20-poly1305@openssh.com",
+            "aes256-ctr", "aes192-ctr", "aes128-ctr")
 
 
 class _PinningClient(asyncssh.SSHClient):
@@ -63,13 +69,25 @@ class _PinningClient(asyncssh.SSHClient):
         return False
 
 
+def _stamp(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_mtime_ns, st.st_size
+
+
+@lru_cache(maxsize=32)
+def _private_key(path: str, passphrase: str | None, stamp: tuple[int, int]) -> asyncssh.SSHKey:
+    """Read and decrypt a key once per run, not once per host: an encrypted key's KDF (bcrypt) costs
+    ~0.1-1 s, which 200 hosts would pay 200 times. ``stamp`` makes a changed file be read again."""
+    return asyncssh.read_private_key(path, passphrase)
+
+
 def _connect_kwargs(user: str, password: str | None, key_path: str | None, passphrase: str | None,
                     name: str) -> dict[str, Any]:
     kwargs: dict[str, Any] = {"username": user}
     if key_path:
         path = Path(key_path).expanduser()
         try:
-            key = asyncssh.read_private_key(str(path), passphrase)
+            key = _private_key(str(path), passphrase, _stamp(path))
         except FileNotFoundError:
             raise AuthenticationError(f"{name}: private key {path} does not exist",
                                       hint="fix privateKeyPath in the cluster file") from None
@@ -142,6 +160,7 @@ class SSHConnection(Connection):
             conn, _ = await asyncssh.create_connection(
                 lambda: client, address, port, tunnel=tunnel,
                 known_hosts=([], [], []),  # nothing pre-trusted: every key goes through the pinning client
+                encryption_algs=_CIPHERS,
                 server_host_key_algs=_host_key_algs(client.store.lookup(address, port)),
                 connect_timeout=self.options.connect_timeout,
                 keepalive_interval=15, keepalive_count_max=3,

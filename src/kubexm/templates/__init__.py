@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import json
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from jinja2 import Environment, PackageLoader, StrictUndefined
+if TYPE_CHECKING:
+    from jinja2 import Environment
 
 
 @lru_cache(maxsize=1)
 def environment() -> Environment:
+    # Imported here: a run that renders nothing (a command on every host) need not load Jinja2.
+    from jinja2 import Environment, PackageLoader, StrictUndefined
+
     # StrictUndefined: a missing value is an error at render time, never an empty string in a config.
     env = Environment(loader=PackageLoader("kubexm", "templates"), undefined=StrictUndefined,
                       keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
