@@ -62,11 +62,14 @@ def kubexm_cluster(hosts: list[dict[str, str]], key: str) -> object:
 
 async def with_kubexm(workload: str, hosts: list[dict[str, str]], key: str, blob: str | None) -> None:
     from kubexm.engine import Executor, Module, RunContext, RunOptions, Task, all_hosts
+    from kubexm.hosts.base import ConnectOptions
+    from kubexm.hosts.keeper import persist_seconds
     from kubexm.hosts.relay import distribute
     from kubexm.steps.common import Command, PutFile
 
     cluster = kubexm_cluster(hosts, key)
-    options = RunOptions(dry_run=workload == "e", parallel=len(hosts))
+    # As the CLI does: connections outlive the run in the keeper for KUBEXM_PERSIST seconds (0: none).
+    options = RunOptions(dry_run=workload == "e", parallel=len(hosts), connect=ConnectOptions(persist=persist_seconds()))
     run = RunContext(cluster, options)  # type: ignore[arg-type]
     try:
         if workload in ("d", "d1"):

@@ -29,7 +29,7 @@ def _tasks(workload: str) -> list[str]:
     return [f"    - copy: {{content: \"{i}\\n\", dest: {DATA}/c{i}}}" for i in range(20)]
 
 
-def write(work: Path, hosts: list[dict[str, str]], key: Path) -> None:
+def write(work: Path, hosts: list[dict[str, str]], key: Path, persist: int) -> None:
     work.mkdir(parents=True, exist_ok=True)
     inv = ["[all]"] + [f"{h['name']} ansible_host={h['address']}" for h in hosts]
     inv += ["[all:vars]", "ansible_user=kxbench", f"ansible_ssh_private_key_file={key}",
@@ -42,7 +42,7 @@ def write(work: Path, hosts: list[dict[str, str]], key: Path) -> None:
         "[defaults]\nhost_key_checking = False\nforks = 50\nstdout_callback = default\ndisplay_ok_hosts = False\n"
         "display_skipped_hosts = False\ninterpreter_python = /usr/bin/python3\n"
         "[ssh_connection]\npipelining = True\n"
-        f"ssh_args = -o ControlMaster=auto -o ControlPersist=60s -o UserKnownHostsFile=/dev/null "
+        f"ssh_args = -o ControlMaster=auto -o ControlPersist={persist}s -o UserKnownHostsFile=/dev/null "
         f"-o StrictHostKeyChecking=no\ncontrol_path_dir = {work}/cp\n")
     entries = ",\n".join(f"    ({h['name']!r}, {{'ssh_hostname': {h['address']!r}}})" for h in hosts)
     (work / "inventory.py").write_text(

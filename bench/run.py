@@ -24,11 +24,33 @@ from bench import peers
 
 HERE = Path(__file__).resolve().parent
 PY = sys.executable
-TOOLS = {"a": ("kubexm", "asyncssh", "pyinfra", "ansible"), "b": ("kubexm", "asyncssh", "pyinfra", "ansible"),
-         "c": ("kubexm", "asyncssh", "pyinfra", "ansible"), "d": ("kubexm", "asyncssh", "single"),
-         "e": ("kubexm", "pyinfra", "ansible")}
+# kubexm: connections kept between runs by the connection keeper, as ansible keeps them with ControlPersist
+# (both for PERSIST seconds); kubexm-cold: KUBEXM_PERSIST=0, every run dials anew (a first run).
+TOOLS = {"a": ("kubexm", "kubexm-cold", "asyncssh", "pyinfra", "ansible"),
+         "b": ("kubexm", "kubexm-cold", "asyncssh", "pyinfra", "ansible"),
+         "c": ("kubexm", "kubexm-cold", "asyncssh", "pyinfra", "ansible"),
+         "d": ("kubexm", "asyncssh", "single"),
+         "e": ("kubexm", "kubexm-cold", "pyinfra", "ansible")}
+PERSIST = 600
 LABELS = {"a": "1 command on every host", "b": "10 commands in sequence", "c": "20 idempotent steps, re-run",
           "d": "upload the blob to every host", "e": "plan (dry run) of the 10 commands"}
+
+
+def keeper_peak_kib(home: Path) -> int:
+    """Peak RSS of the connection keeper serving ``home`` (VmHWM), 0 when none runs."""
+    out = subprocess.run(["pgrep", "-f", f"kubexm.hosts.keeper {home}/run/keeper.sock"], capture_output=True, text=True)
+    peak = 0
+    for pid in out.stdout.split():
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        peak = max(peak, next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")), 0))
+    return peak
+
+
+def stop_keepers(home: Path) -> None:
+    subprocess.run(["pkill", "-f", f"kubexm.hosts.keeper {home}/run/keeper.sock"], check=False)
 
 
 def timed(argv: list[str], env: dict[str, str]) -> tuple[float, int]:
@@ -57,6 +79,8 @@ def main() -> int:
     ap.add_argument("--iterations", type=int, default=5)
     ap.add_argument("--workloads", default="a,b,c,d,e")
     ap.add_argument("--blob-mb", type=int, default=100)
+    ap.add_argument("--tools", default="kubexm,asyncssh,single,pyinfra,ansible",
+                    help="which tools to run (e.g. kubexm,asyncssh for a 200-host memory check)")
     ap.add_argument("--smoke", action="store_true", help="5 hosts, 1 iteration, 1 MB blob: keeps the harness working")
     ap.add_argument("--out", type=Path, help="write the results as JSON here too")
     args = ap.parse_args()
@@ -66,6 +90,7 @@ def main() -> int:
         print("bench: run as root (it creates network namespaces and sshd processes)", file=sys.stderr)
         return 2
     workloads = [w for w in args.workloads.split(",") if w]
+    tools = {"kubexm", *args.tools.split(",")}  # kubexm always: every ratio is against it
     work = Path("/var/tmp/kxbench-run")
     import shutil
 
@@ -73,18 +98,21 @@ def main() -> int:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     venv = HERE / ".peers"
-    print(f"bench: installing peers ({', '.join(peers.PEERS)}) into {venv}", flush=True)
-    peers.install(venv)
-    env = dict(os.environ, KUBEXM_HOME=str(work / "kubexm-home"), ANSIBLE_CONFIG=str(work / "peers" / "ansible.cfg"),
-               HOME=str(work), PYTHONDONTWRITEBYTECODE="1")
+    if tools & {"pyinfra", "ansible"}:
+        print(f"bench: installing peers ({', '.join(peers.PEERS)}) into {venv}", flush=True)
+        peers.install(venv)
+    home = work / "kubexm-home"
+    env = dict(os.environ, KUBEXM_HOME=str(home), ANSIBLE_CONFIG=str(work / "peers" / "ansible.cfg"),
+               HOME=str(work), PYTHONDONTWRITEBYTECODE="1", KUBEXM_PERSIST=str(PERSIST))
+    cold_env = dict(env, KUBEXM_PERSIST="0")
     results: dict[str, dict[str, list[float]]] = {}
-    peak_kib = 0
+    peak_kib = keeper_kib = 0
     try:
         print(f"bench: creating {args.hosts} SSH hosts", flush=True)
         hosts, key = bench_hosts.setup(args.hosts, work / "keys")
         hosts_json = work / "hosts.json"
         hosts_json.write_text(json.dumps([{"name": h.name, "address": h.address} for h in hosts]))
-        peers.write(work / "peers", [{"name": h.name, "address": h.address} for h in hosts], key)
+        peers.write(work / "peers", [{"name": h.name, "address": h.address} for h in hosts], key, PERSIST)
         blob = work / "blob.bin"
         with open(blob, "wb") as fh:
             for _ in range(args.blob_mb):
@@ -98,28 +126,31 @@ def main() -> int:
                 return peers.command(tool, w, work / "peers", venv, args.hosts)
             if tool == "single":  # the file to one host: what "at most 2x a single copy" compares with
                 return [*drive, "asyncssh", "d1", str(hosts_json), str(key), str(blob)]
-            return [*drive, tool, w, str(hosts_json), str(key), str(blob)]
+            return [*drive, tool.removesuffix("-cold"), w, str(hosts_json), str(key), str(blob)]
 
         for w in workloads:
-            results[w] = {t: [] for t in TOOLS[w]}
+            results[w] = {t: [] for t in TOOLS[w] if t in tools}
             for it in range(args.iterations):
-                for tool in TOOLS[w]:
+                for tool in results[w]:
                     if w in ("c", "d"):
                         clean_data(hosts)
+                    tool_env = cold_env if tool == "kubexm-cold" else env
                     if w == "c":  # the timed run is the re-run: each tool first puts everything in place
-                        prep = argv_for(tool, "prepare-c") if tool in ("kubexm", "asyncssh") else argv_for(tool, "c")
-                        timed(prep, env)
-                    seconds, rss = timed(argv_for(tool, w), env)
+                        own = tool.startswith("kubexm") or tool == "asyncssh"
+                        timed(argv_for(tool, "prepare-c") if own else argv_for(tool, "c"), tool_env)
+                    seconds, rss = timed(argv_for(tool, w), tool_env)
                     results[w][tool].append(seconds)
-                    if tool == "kubexm":
+                    if tool.startswith("kubexm"):
                         peak_kib = max(peak_kib, rss)
+                    keeper_kib = max(keeper_kib, keeper_peak_kib(home))
                     print(f"  {w} {tool:9s} run {it + 1}: {seconds:6.2f}s", flush=True)
     finally:
+        stop_keepers(home)
         bench_hosts.teardown()
-    report(results, args, peak_kib)
+    report(results, args, peak_kib, keeper_kib)
     if args.out:
         args.out.write_text(json.dumps({"hosts": args.hosts, "iterations": args.iterations, "results": results,
-                                        "peak_kib": peak_kib}, indent=2))
+                                        "peak_kib": peak_kib, "keeper_peak_kib": keeper_kib}, indent=2))
     return 0
 
 
@@ -134,22 +165,25 @@ def _ratio(med: dict[str, float], t: str, inverse: bool = False) -> str:
     return f"{med[t] / k:.1f}x" if inverse else f"{k / med[t]:.2f}x"
 
 
-def report(results: dict[str, dict[str, list[float]]], args: argparse.Namespace, peak_kib: int) -> None:
+def report(results: dict[str, dict[str, list[float]]], args: argparse.Namespace, peak_kib: int,
+           keeper_kib: int) -> None:
     print()
     print(f"{args.hosts} hosts, {args.iterations} iteration(s), median seconds; machine: {platform.node()} "
           f"({os.cpu_count()} CPUs, Python {platform.python_version()})")
-    print("| workload | kubexm | plain asyncssh | pyinfra | ansible | kubexm / asyncssh | pyinfra / kubexm | "
-          "ansible / kubexm |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| workload | kubexm | kubexm, no keeper | plain asyncssh | pyinfra | ansible | kubexm / asyncssh | "
+          "no keeper / asyncssh | pyinfra / kubexm | ansible / kubexm |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for w, by_tool in results.items():
         med = {t: statistics.median(v) for t, v in by_tool.items() if v}
         label = LABELS[w]
         if w == "d":
             label += f" ({args.blob_mb} MB; asyncssh = one SFTP copy per host; one host alone: {_cell(med, 'single')} s)"
-        print(f"| {w}: {label} | {med['kubexm']:.2f} | {_cell(med, 'asyncssh')} | {_cell(med, 'pyinfra')} | "
-              f"{_cell(med, 'ansible')} | {_ratio(med, 'asyncssh')} | {_ratio(med, 'pyinfra', True)} | "
-              f"{_ratio(med, 'ansible', True)} |")
-    print(f"\nkubexm peak memory: {peak_kib / 1024:.0f} MiB")
+        cold = f"{med['kubexm-cold'] / med['asyncssh']:.2f}x" if {"kubexm-cold", "asyncssh"} <= med.keys() else "-"
+        print(f"| {w}: {label} | {_cell(med, 'kubexm')} | {_cell(med, 'kubexm-cold')} | {_cell(med, 'asyncssh')} | "
+              f"{_cell(med, 'pyinfra')} | {_cell(med, 'ansible')} | {_ratio(med, 'asyncssh')} | {cold} | "
+              f"{_ratio(med, 'pyinfra', True)} | {_ratio(med, 'ansible', True)} |")
+    print(f"\nkubexm peak memory: {peak_kib / 1024:.0f} MiB (the run's process), "
+          f"{keeper_kib / 1024:.0f} MiB (the connection keeper)")
 
 
 if __name__ == "__main__":

@@ -37,6 +37,9 @@ class ConnectOptions:
     replace_host_keys: frozenset[str] = field(default_factory=frozenset)  # hosts whose new key the user accepted
     connect_timeout: float = 15.0
     command_timeout: float | None = None
+    # Seconds SSH connections outlive the run in the connection keeper (hosts/keeper.py); 0: none. The CLI
+    # sets it from KUBEXM_PERSIST (default 60); library callers opt in.
+    persist: float = 0.0
 
 
 def sudo_wrap(command: str, *, password_needed: bool) -> tuple[str, bool]:

@@ -7,10 +7,17 @@ import contextlib
 from collections.abc import Callable
 
 from kubexm.hosts.base import DEPLOY, Connection, ConnectOptions
+from kubexm.hosts.kept import KeeperDown, KeptConnection
 from kubexm.hosts.local import LocalConnection
-from kubexm.spec.models import Cluster, Host
+from kubexm.spec.models import Bastion, Cluster, Host
 
 ConnectionFactory = Callable[[Host | None, ConnectOptions], Connection]
+
+
+def direct(host: Host, options: ConnectOptions, bastion: Bastion | None) -> Connection:
+    from kubexm.hosts.ssh import SSHConnection
+
+    return SSHConnection(host, options, bastion=bastion)
 
 
 def default_factory(cluster: Cluster) -> ConnectionFactory:
@@ -20,10 +27,10 @@ def default_factory(cluster: Cluster) -> ConnectionFactory:
         if host.connection == "local":
             sudo = host.sudo_password or host.password
             return LocalConnection(host.name, sudo_password=sudo.get_secret_value() if sudo else None)
-        from kubexm.hosts.ssh import SSHConnection
-
         bastion = next((b for b in cluster.spec.bastions if b.name == host.bastion), None)
-        return SSHConnection(host, options, bastion=bastion)
+        if options.persist > 0:
+            return KeptConnection(host, options, bastion=bastion, persist=options.persist)
+        return direct(host, options, bastion)
 
     return make
 
@@ -45,8 +52,18 @@ class ConnectionPool:
         async with lock:
             conn = self._conns.get(name)
             if conn is None:
-                conn = self._factory(self._spec(name), self.options)
-                await conn.open()
+                spec = self._spec(name)
+                conn = self._factory(spec, self.options)
+                try:
+                    await conn.open()
+                except KeeperDown:
+                    if spec is None:
+                        raise
+                    # No connection keeper could be started (no writable run dir, a broken Python): this
+                    # run connects by itself, as it would with KUBEXM_PERSIST=0.
+                    bastion = next((b for b in self.cluster.spec.bastions if b.name == spec.bastion), None)
+                    conn = direct(spec, self.options, bastion)
+                    await conn.open()
                 self._conns[name] = conn
             return conn
 

@@ -324,6 +324,25 @@ class SSHConnection(Connection):
             raise KubexmError(f"{self.name}: `{command}` exited {status}: {err.decode(errors='replace').strip()}")
 
     # -- closing --------------------------------------------------------------------------
+    @property
+    def is_open(self) -> bool:
+        return self._conn is not None and not self._conn.is_closed()
+
+    async def probe(self, timeout: float) -> bool:
+        """One SSH round trip (a keepalive global request, which OpenSSH answers without forking anything):
+        whether an idle connection still reaches its host. The connection keeper asks before reusing one."""
+        if not self.is_open:
+            return False
+        assert self._conn is not None
+        request = getattr(self._conn, "_make_global_request", None)
+        if request is None:  # an asyncssh without it: trust the transport's own state
+            return True
+        try:
+            await asyncio.wait_for(request(b"keepalive@openssh.com"), timeout)
+        except (TimeoutError, *_TRANSPORT_ERRORS):
+            return False
+        return self.is_open
+
     async def _drop(self) -> None:
         """Forget a broken connection so the next call reconnects."""
         conn, tunnel, self._conn, self._tunnel, self._sftp = self._conn, self._tunnel, None, None, None

@@ -1,0 +1,242 @@
+"""The connection keeper: SSH connections that outlive one kubexm run, like OpenSSH's ControlPersist.
+
+A kubexm process spends most of a short run dialling: TCP, key exchange, authentication, and importing
+asyncssh to do it. The keeper is a small process per kubexm home that holds the authenticated connections
+and serves later runs over a unix socket (``$KUBEXM_HOME/run/keeper.sock``, in a 0700 directory, peer uid
+checked), so the next run opens channels on connections that are already up. It exits after ``persist``
+seconds without a client (``KUBEXM_PERSIST``, default 60; 0 turns it off).
+
+Each client stream is bound to one host by an ``open`` request carrying everything ``SSHConnection``
+needs (secrets included: they travel only over the private socket, never in argv or logs). Connections are
+shared by every stream with the same host identity; a connection that sat idle is probed with one SSH
+round trip before reuse and re-dialled when the probe fails, so a host that died between runs costs a
+reconnect, not a hang. Errors come back as the same kubexm error classes, with message and hint.
+
+Frames: 4-byte big-endian length, then JSON; bytes are base64.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import signal
+import socket
+import struct
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from kubexm import paths
+
+DEFAULT_PERSIST = 60.0
+MAX_FRAME = 64 << 20  # a put of bytes travels in one frame; bigger payloads are files passed by path
+_LEN = struct.Struct(">I")
+# A connection idle for longer than this is probed before it serves a new run.
+PROBE_AFTER = 2.0
+PROBE_TIMEOUT = 5.0
+
+
+def run_dir() -> Path:
+    path = paths.home() / "run"
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return path
+
+
+def socket_path() -> Path:
+    return run_dir() / "keeper.sock"
+
+
+def persist_seconds() -> float:
+    """``KUBEXM_PERSIST`` (seconds a keeper outlives its last client; 0: no keeper), default 60."""
+    raw = os.environ.get("KUBEXM_PERSIST", "").strip()
+    try:
+        return max(0.0, float(raw)) if raw else DEFAULT_PERSIST
+    except ValueError:
+        return DEFAULT_PERSIST
+
+
+def b64(data: bytes | None) -> str | None:
+    return None if data is None else base64.b64encode(data).decode()
+
+
+def unb64(text: str | None) -> bytes | None:
+    return None if text is None else base64.b64decode(text)
+
+
+async def write_frame(writer: asyncio.StreamWriter, message: dict[str, Any]) -> None:
+    body = json.dumps(message, separators=(",", ":")).encode()
+    writer.write(_LEN.pack(len(body)) + body)
+    await writer.drain()
+
+
+async def read_frame(reader: asyncio.StreamReader) -> dict[str, Any] | None:
+    """The next message, or None when the peer closed the stream."""
+    try:
+        head = await reader.readexactly(_LEN.size)
+    except asyncio.IncompleteReadError:
+        return None
+    (size,) = _LEN.unpack(head)
+    if size > MAX_FRAME:
+        raise ValueError(f"frame of {size} bytes is larger than {MAX_FRAME}")
+    message: dict[str, Any] = json.loads(await reader.readexactly(size))
+    return message
+
+
+def error_reply(exc: BaseException) -> dict[str, Any]:
+    from kubexm.errors import KubexmError
+
+    if isinstance(exc, KubexmError):
+        return {"ok": False, "error": type(exc).__name__, "message": exc.message, "hint": exc.hint}
+    return {"ok": False, "error": "ConnectionFault", "message": f"connection keeper: {type(exc).__name__}: {exc}",
+            "hint": "re-run with KUBEXM_PERSIST=0 to connect without the keeper"}
+
+
+# -- the keeper process ----------------------------------------------------------------------------------
+class Keeper:
+    def __init__(self, persist: float) -> None:
+        self.persist = persist
+        self.conns: dict[str, Any] = {}  # identity -> SSHConnection
+        self.used: dict[str, float] = {}  # identity -> monotonic time of last use
+        self.dialing: dict[str, asyncio.Lock] = {}
+        self.clients = 0
+        self.last_activity = time.monotonic()
+
+    async def connection(self, target: dict[str, Any]) -> Any:
+        """The shared connection for one host identity: reused (after a probe when idle) or dialled."""
+        from kubexm.hosts.base import ConnectOptions
+        from kubexm.hosts.ssh import SSHConnection
+        from kubexm.spec.models import Bastion, Host
+
+        identity = hashlib.sha256(json.dumps(target, sort_keys=True).encode()).hexdigest()
+        async with self.dialing.setdefault(identity, asyncio.Lock()):
+            conn = self.conns.get(identity)
+            if conn is not None and time.monotonic() - self.used.get(identity, 0) > PROBE_AFTER \
+                    and not await conn.probe(PROBE_TIMEOUT):
+                self.conns.pop(identity, None)
+                with contextlib.suppress(Exception):
+                    await conn.close()
+                conn = None
+            if conn is None:
+                opts = target["options"]
+                options = ConnectOptions(
+                    known_hosts=Path(opts["known_hosts"]) if opts.get("known_hosts") else None,
+                    accept_new_host_keys=opts["accept_new_host_keys"],
+                    replace_host_keys=frozenset(opts["replace_host_keys"]),
+                    connect_timeout=opts["connect_timeout"], command_timeout=opts["command_timeout"])
+                bastion = Bastion.model_validate(target["bastion"]) if target.get("bastion") else None
+                conn = SSHConnection(Host.model_validate(target["host"]), options, bastion=bastion)
+                await conn.open()
+                self.conns[identity] = conn
+            self.used[identity] = time.monotonic()
+            return conn
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        sock = writer.get_extra_info("socket")
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        _, uid, _ = struct.unpack("3i", creds)
+        if uid != os.getuid():  # the directory is 0700 already; this is the second lock on the door
+            writer.close()
+            return
+        self.clients += 1
+        conn: Any = None
+        try:
+            while (request := await read_frame(reader)) is not None:
+                self.last_activity = time.monotonic()
+                try:
+                    op = request["op"]
+                    if op == "open":
+                        conn = await self.connection(request["target"])
+                        reply: dict[str, Any] = {"ok": True}
+                    elif conn is None:
+                        reply = {"ok": False, "error": "ConnectionFault", "message": "no open host on this stream",
+                                 "hint": None}
+                    else:  # a connection that dropped meanwhile is re-dialled by SSHConnection itself
+                        reply = await self.serve(conn, request)
+                except Exception as exc:  # every failure goes back to the client as a kubexm error
+                    reply = error_reply(exc)
+                await write_frame(writer, reply)
+                self.last_activity = time.monotonic()
+        except (ConnectionError, ValueError, asyncio.IncompleteReadError):
+            pass  # the client went away or spoke garbage: drop the stream, keep the connections
+        finally:
+            self.clients -= 1
+            self.last_activity = time.monotonic()
+            with contextlib.suppress(Exception):
+                writer.close()
+
+    @staticmethod
+    async def serve(conn: Any, request: dict[str, Any]) -> dict[str, Any]:
+        op = request["op"]
+        if op == "run":
+            res = await conn.run(request["command"], sudo=request["sudo"], stdin=unb64(request.get("stdin")),
+                                 timeout=request.get("timeout"))
+        elif op == "stream":
+            res = await conn.run_streaming(request["command"], Path(request["source"]), timeout=request.get("timeout"))
+        elif op == "put":
+            source: Path | bytes = Path(request["path"]) if request.get("path") else (unb64(request["data"]) or b"")
+            await conn.put(source, request["remote"], mode=request["mode"])
+            return {"ok": True}
+        elif op == "get":
+            await conn.get(request["remote"], Path(request["local"]))
+            return {"ok": True}
+        else:
+            raise ValueError(f"unknown request {op!r}")
+        return {"ok": True, "exit": res.exit_status, "stdout": res.stdout, "stderr": res.stderr}
+
+    async def close(self) -> None:
+        conns, self.conns = list(self.conns.values()), {}
+        await asyncio.gather(*(c.close() for c in conns), return_exceptions=True)
+
+
+async def serve(sock_path: Path, persist: float) -> None:
+    keeper = Keeper(persist)
+    server = await asyncio.start_unix_server(keeper.handle, path=str(sock_path))
+    os.chmod(sock_path, 0o600)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        while not stop.is_set():
+            idle = time.monotonic() - keeper.last_activity
+            if keeper.clients == 0 and idle >= persist:
+                break
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=min(1.0, max(0.05, persist - idle)))
+    finally:
+        # Unlinked while the lock is still held: no other keeper can have bound this path meanwhile.
+        with contextlib.suppress(FileNotFoundError):
+            sock_path.unlink()
+        server.close()
+        await keeper.close()
+
+
+def main(argv: list[str]) -> int:
+    """``python -m kubexm.hosts.keeper SOCKET PERSIST``; started by the first kubexm run that needs it."""
+    sock_path, persist = Path(argv[0]), float(argv[1])
+    # One keeper per socket. Two runs may start one at the same moment; a keeper that is just exiting still
+    # holds the lock for a moment: wait briefly, then leave it to the one that holds it.
+    lock = open(sock_path.with_suffix(".lock"), "a")  # noqa: SIM115  held for the keeper's whole life
+    deadline = time.monotonic() + 3.0
+    while True:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                return 0
+            time.sleep(0.05)
+    with contextlib.suppress(FileNotFoundError):
+        sock_path.unlink()  # left by a keeper that was killed
+    asyncio.run(serve(sock_path, persist))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

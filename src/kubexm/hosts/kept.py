@@ -1,0 +1,175 @@
+"""A connection served by the connection keeper (``keeper.py``): the same contract as ``SSHConnection``,
+without dialling or loading asyncssh in this process when the keeper already holds the host.
+
+The pool uses it for SSH hosts when ``KUBEXM_PERSIST`` is not 0. When no keeper answers, one is started
+in the background; when that fails too, the pool falls back to a direct ``SSHConnection`` (``KeeperDown``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from kubexm import errors
+from kubexm.hosts import keeper
+from kubexm.hosts.base import CommandResult, Connection, ConnectOptions
+from kubexm.spec.models import Bastion, Host
+
+START_TIMEOUT = 10.0
+
+
+class KeeperDown(Exception):
+    """No keeper could be reached or started; the caller connects directly instead."""
+
+
+def _plain(value: Any) -> Any:
+    """Model dump with SecretStr values revealed (they go to the keeper over the private socket only)."""
+    from pydantic import SecretStr
+
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def target(host: Host, options: ConnectOptions, bastion: Bastion | None) -> dict[str, Any]:
+    """Everything the keeper needs to dial ``host`` as this run would; also the identity it shares under."""
+    return {
+        "host": _plain(host.model_dump(by_alias=True, mode="python")),
+        "bastion": _plain(bastion.model_dump(by_alias=True, mode="python")) if bastion else None,
+        "options": {"known_hosts": str(options.known_hosts) if options.known_hosts else None,
+                    "accept_new_host_keys": options.accept_new_host_keys,
+                    "replace_host_keys": sorted(options.replace_host_keys),
+                    "connect_timeout": options.connect_timeout, "command_timeout": options.command_timeout},
+    }
+
+
+async def _open_stream(path: Path, persist: float) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    try:
+        return await asyncio.open_unix_connection(str(path))
+    except (FileNotFoundError, ConnectionRefusedError):
+        pass
+    proc = _start(path, persist)
+    deadline = time.monotonic() + START_TIMEOUT
+    while True:
+        try:
+            return await asyncio.open_unix_connection(str(path))
+        except (FileNotFoundError, ConnectionRefusedError) as exc:
+            # A keeper that exited 0 lost the race to another one, which is about to listen; any other
+            # exit means keepers cannot run here.
+            failed = proc is None or proc.poll() not in (None, 0)
+            if failed or time.monotonic() > deadline:
+                raise KeeperDown(f"no connection keeper on {path}") from exc
+            await asyncio.sleep(0.02)
+
+
+_started: dict[str, subprocess.Popen[bytes]] = {}
+
+
+def _start(path: Path, persist: float) -> subprocess.Popen[bytes] | None:
+    """Start a keeper in its own session (it outlives this run); once per process and socket."""
+    if str(path) in _started:
+        return _started[str(path)]
+    with open(path.with_suffix(".log"), "ab") as log:
+        try:
+            proc = subprocess.Popen([sys.executable, "-m", "kubexm.hosts.keeper", str(path), str(persist)],
+                                    stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+                                    close_fds=True)
+        except OSError:
+            return None
+    _started[str(path)] = proc
+    return proc
+
+
+class KeptConnection(Connection):
+    def __init__(self, host: Host, options: ConnectOptions, bastion: Bastion | None = None,
+                 persist: float = keeper.DEFAULT_PERSIST) -> None:
+        self.host = host
+        self.name = host.name
+        self.user = host.user
+        self.options = options
+        self.persist = persist
+        self._target = target(host, options, bastion)
+        self._stream: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        self._lock = asyncio.Lock()
+
+    async def open(self) -> None:
+        """Bind a keeper stream to this host; the keeper dials (or reuses) the SSH connection and reports
+        the same errors a direct connection would. Raises KeeperDown when no keeper can be reached."""
+        if self._stream is not None:
+            return
+        self._stream = await _open_stream(keeper.socket_path(), self.persist)
+        try:
+            await self._call({"op": "open", "target": self._target})
+        except BaseException:
+            await self.close()
+            raise
+
+    async def _call(self, request: dict[str, Any]) -> dict[str, Any]:
+        async with self._lock:  # one request at a time per stream; the engine works a host's steps in order
+            if self._stream is None:
+                self._stream = await _open_stream(keeper.socket_path(), self.persist)
+                await self._exchange({"op": "open", "target": self._target})
+            return await self._exchange(request)
+
+    async def _exchange(self, request: dict[str, Any]) -> dict[str, Any]:
+        assert self._stream is not None
+        reader, writer = self._stream
+        cause: OSError | None = None
+        try:
+            await keeper.write_frame(writer, request)
+            reply = await keeper.read_frame(reader)
+        except OSError as exc:  # ConnectionError included
+            reply, cause = None, exc
+        if reply is None:
+            # The keeper went away mid-request (killed, or it exited): the next call starts another.
+            self._stream = None
+            raise errors.ConnectionFault(f"{self.name}: the connection keeper went away ({cause or 'closed'})",
+                                         hint="the engine retries; set KUBEXM_PERSIST=0 to connect directly")
+        if not reply.get("ok"):
+            cls = getattr(errors, str(reply.get("error")), errors.ConnectionFault)
+            if not (isinstance(cls, type) and issubclass(cls, errors.KubexmError)):
+                cls = errors.ConnectionFault
+            raise cls(str(reply.get("message")), hint=reply.get("hint"))
+        return reply
+
+    @staticmethod
+    def _result(command: str, reply: dict[str, Any]) -> CommandResult:
+        return CommandResult(command, int(reply["exit"]), reply["stdout"], reply["stderr"])
+
+    async def run(self, command: str, *, sudo: bool = True, stdin: bytes | str | None = None,
+                  timeout: float | None = None) -> CommandResult:
+        data = stdin.encode() if isinstance(stdin, str) else stdin
+        reply = await self._call({"op": "run", "command": command, "sudo": sudo, "stdin": keeper.b64(data),
+                                  "timeout": timeout})
+        return self._result(command, reply)
+
+    async def run_streaming(self, command: str, source: Path, *, timeout: float | None = None) -> CommandResult:
+        # The keeper runs as this user on this machine: it reads the file itself.
+        reply = await self._call({"op": "stream", "command": command, "source": str(Path(source).resolve()),
+                                  "timeout": timeout})
+        return self._result(command, reply)
+
+    async def put(self, source: Path | bytes, remote: str, *, mode: int = 0o644) -> None:
+        if isinstance(source, bytes):
+            await self._call({"op": "put", "data": keeper.b64(source), "remote": remote, "mode": mode})
+        else:
+            await self._call({"op": "put", "path": str(Path(source).resolve()), "remote": remote, "mode": mode})
+
+    async def get(self, remote: str, local: Path) -> None:
+        await self._call({"op": "get", "remote": remote, "local": str(Path(local).resolve())})
+
+    async def close(self) -> None:
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            with contextlib.suppress(Exception):
+                stream[1].close()
+                await stream[1].wait_closed()
