@@ -38,7 +38,7 @@ LABELS = {"a": "1 command on every host", "b": "10 commands in sequence", "c": "
 
 def keeper_peak_kib(home: Path) -> int:
     """Peak RSS of the connection keeper serving ``home`` (VmHWM), 0 when none runs."""
-    out = subprocess.run(["pgrep", "-f", f"kubexm.hosts.keeper {home}/run/keeper.sock"], capture_output=True, text=True)
+    out = subprocess.run(["pgrep", "-f", f"kubexm.hosts.keeper {home}/run/keeper-"], capture_output=True, text=True)
     peak = 0
     for pid in out.stdout.split():
         try:
@@ -50,7 +50,7 @@ def keeper_peak_kib(home: Path) -> int:
 
 
 def stop_keepers(home: Path) -> None:
-    subprocess.run(["pkill", "-f", f"kubexm.hosts.keeper {home}/run/keeper.sock"], check=False)
+    subprocess.run(["pkill", "-f", f"kubexm.hosts.keeper {home}/run/keeper-"], check=False)
 
 
 def timed(argv: list[str], env: dict[str, str]) -> tuple[float, int]:
@@ -79,7 +79,7 @@ def main() -> int:
     ap.add_argument("--iterations", type=int, default=5)
     ap.add_argument("--workloads", default="a,b,c,d,e")
     ap.add_argument("--blob-mb", type=int, default=100)
-    ap.add_argument("--tools", default="kubexm,asyncssh,single,pyinfra,ansible",
+    ap.add_argument("--tools", default="kubexm,kubexm-cold,asyncssh,single,pyinfra,ansible",
                     help="which tools to run (e.g. kubexm,asyncssh for a 200-host memory check)")
     ap.add_argument("--smoke", action="store_true", help="5 hosts, 1 iteration, 1 MB blob: keeps the harness working")
     ap.add_argument("--out", type=Path, help="write the results as JSON here too")
@@ -147,10 +147,10 @@ def main() -> int:
     finally:
         stop_keepers(home)
         bench_hosts.teardown()
-    report(results, args, peak_kib, keeper_kib)
-    if args.out:
+    if args.out:  # first, so a failure below never loses a long run
         args.out.write_text(json.dumps({"hosts": args.hosts, "iterations": args.iterations, "results": results,
                                         "peak_kib": peak_kib, "keeper_peak_kib": keeper_kib}, indent=2))
+    report(results, args, peak_kib, keeper_kib)
     return 0
 
 

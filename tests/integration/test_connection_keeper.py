@@ -44,8 +44,12 @@ async def one_run(c: Cluster, command: str, persist: float = 30) -> str:
         await run.close()
 
 
+def keeper_socket(home: Path) -> Path:
+    return home / "run" / f"keeper-v{keeper.PROTOCOL}.sock"
+
+
 def keeper_pids(home: Path) -> list[int]:
-    out = subprocess.run(["pgrep", "-f", f"kubexm.hosts.keeper {home}/run/keeper.sock"],
+    out = subprocess.run(["pgrep", "-f", f"kubexm.hosts.keeper {keeper_socket(home)}"],
                          capture_output=True, text=True)
     return [int(p) for p in out.stdout.split()]
 
@@ -66,7 +70,7 @@ async def test_second_run_uses_the_first_runs_connection(sshd: SSHD, stop_keeper
     # A direct run (no keeper) dials its own connection.
     assert await one_run(c, "echo $SSH_CONNECTION", persist=0) != first
     assert len(keeper_pids(stop_keeper)) == 1
-    sock = stop_keeper / "run" / "keeper.sock"
+    sock = keeper_socket(stop_keeper)
     assert sock.stat().st_mode & 0o777 == 0o600 and (stop_keeper / "run").stat().st_mode & 0o777 == 0o700
 
 
@@ -78,6 +82,10 @@ async def test_files_sudo_and_streams_go_through_the_keeper(sshd: SSHD, stop_kee
         assert isinstance(conn, kept.KeptConnection)
         assert (await conn.run("id -un")).stdout.strip() == "root"  # sudo with the password over the socket
         await conn.put(b"from bytes\n", "/root/kx-keeper-a", mode=0o600)
+        large = os.urandom(keeper.INLINE_LIMIT + 1)  # beyond the inline limit: passed as a temp file
+        await conn.put(large, "/root/kx-keeper-c")
+        assert (await conn.run("sha256sum /root/kx-keeper-c")).stdout.split()[0] == hashlib.sha256(large).hexdigest()
+        assert not list((stop_keeper / "run").glob(".put-*"))
         src = tmp_path / "big.bin"
         src.write_bytes(os.urandom(3 << 20))
         await conn.put(src, "/root/kx-keeper-b")
@@ -92,7 +100,7 @@ async def test_files_sudo_and_streams_go_through_the_keeper(sshd: SSHD, stop_kee
         for pid in keeper_pids(stop_keeper):
             assert sshd.password.encode() not in Path(f"/proc/{pid}/cmdline").read_bytes()
     finally:
-        await conn.run("rm -f /root/kx-keeper-a /root/kx-keeper-b")
+        await conn.run("rm -f /root/kx-keeper-a /root/kx-keeper-b /root/kx-keeper-c")
         await run.close()
 
 
@@ -116,7 +124,7 @@ async def test_connection_cut_between_runs_is_dialled_again(sshd: SSHD, stop_kee
 
 async def test_idle_keeper_exits_and_removes_its_socket(sshd: SSHD, stop_keeper: Path) -> None:
     await one_run(cluster(sshd, sshd.key), "true", persist=1)
-    sock = stop_keeper / "run" / "keeper.sock"
+    sock = keeper_socket(stop_keeper)
     assert sock.exists()
     deadline = time.monotonic() + 10
     while keeper_pids(stop_keeper) and time.monotonic() < deadline:

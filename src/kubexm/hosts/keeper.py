@@ -2,7 +2,7 @@
 
 A kubexm process spends most of a short run dialling: TCP, key exchange, authentication, and importing
 asyncssh to do it. The keeper is a small process per kubexm home that holds the authenticated connections
-and serves later runs over a unix socket (``$KUBEXM_HOME/run/keeper.sock``, in a 0700 directory, peer uid
+and serves later runs over a unix socket (``$KUBEXM_HOME/run/keeper-v1.sock``, in a 0700 directory, peer uid
 checked), so the next run opens channels on connections that are already up. It exits after ``persist``
 seconds without a client (``KUBEXM_PERSIST``, default 60; 0 turns it off).
 
@@ -35,7 +35,8 @@ from typing import Any
 from kubexm import paths
 
 DEFAULT_PERSIST = 60.0
-MAX_FRAME = 64 << 20  # a put of bytes travels in one frame; bigger payloads are files passed by path
+MAX_FRAME = 64 << 20  # a put of bytes travels in one frame; bigger payloads go as files passed by path
+INLINE_LIMIT = 4 << 20  # bytes put inline up to this size; above it the client writes a private temp file
 _LEN = struct.Struct(">I")
 # A connection idle for longer than this is probed before it serves a new run.
 PROBE_AFTER = 2.0
@@ -48,8 +49,13 @@ def run_dir() -> Path:
     return path
 
 
+# Bumped whenever requests or replies change: a keeper left running by an older kubexm then simply is not
+# found (another socket name), instead of misreading a newer client.
+PROTOCOL = 1
+
+
 def socket_path() -> Path:
-    return run_dir() / "keeper.sock"
+    return run_dir() / f"keeper-v{PROTOCOL}.sock"
 
 
 def persist_seconds() -> float:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -159,7 +161,16 @@ class KeptConnection(Connection):
         return self._result(command, reply)
 
     async def put(self, source: Path | bytes, remote: str, *, mode: int = 0o644) -> None:
-        if isinstance(source, bytes):
+        if isinstance(source, bytes) and len(source) > keeper.INLINE_LIMIT:
+            # Large contents go as a file only this user can read, removed once the keeper has sent it.
+            fd, tmp = tempfile.mkstemp(dir=keeper.run_dir(), prefix=".put-")
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(source)
+                await self._call({"op": "put", "path": tmp, "remote": remote, "mode": mode})
+            finally:
+                os.unlink(tmp)
+        elif isinstance(source, bytes):
             await self._call({"op": "put", "data": keeper.b64(source), "remote": remote, "mode": mode})
         else:
             await self._call({"op": "put", "path": str(Path(source).resolve()), "remote": remote, "mode": mode})
