@@ -147,6 +147,12 @@ def teardown() -> None:
             pid_file = ETC / f"sshd-{h['name']}.pid"
             with contextlib.suppress(OSError, ValueError):
                 os.kill(int(pid_file.read_text()), signal.SIGTERM)
+            # Session sshds (and what they run) outlive their listener and would keep the namespace alive:
+            # end everything that still runs inside it.
+            pids = _run("ip", "netns", "pids", h["netns"], check=False).stdout.split()
+            for pid in pids:
+                with contextlib.suppress(OSError, ValueError):
+                    os.kill(int(pid), signal.SIGKILL)
             _run("ip", "link", "del", h["veth"], check=False)
             _run("ip", "netns", "del", h["netns"], check=False)
         STATE.unlink()

@@ -146,6 +146,8 @@ def main() -> int:
                     print(f"  {w} {tool:9s} run {it + 1}: {seconds:6.2f}s", flush=True)
     finally:
         stop_keepers(home)
+        # ansible's ControlMaster processes (ControlPersist) would otherwise live on, attached to these hosts.
+        subprocess.run(["pkill", "-f", f"{work}/peers/cp/"], check=False)
         bench_hosts.teardown()
     if args.out:  # first, so a failure below never loses a long run
         args.out.write_text(json.dumps({"hosts": args.hosts, "iterations": args.iterations, "results": results,
