@@ -12,7 +12,7 @@ from kubexm.hosts.pool import ConnectionPool
 from kubexm.spec.loader import parse_cluster
 from kubexm.steps.common import PutFile
 
-CLUSTER = parse_cluster("""\
+CLUSTER_TEXT = """\
 apiVersion: kubexm.io/v1alpha1
 kind: Cluster
 metadata: {name: batch}
@@ -21,7 +21,8 @@ spec:
     - {name: n1, address: 10.0.0.1}
     - {name: n2, address: 10.0.0.2}
   roleGroups: {etcd: [n1], control-plane: [n1], worker: [n2]}
-""")
+"""
+CLUSTER = parse_cluster(CLUSTER_TEXT)
 
 
 def sha_checks(fleet: MemoryFleet) -> None:
@@ -82,3 +83,52 @@ def test_answers_are_dropped_once_the_host_changed() -> None:
     # After the change, steps 2..4 checked one by one again.
     singles = [c for c in fleet["n1"].commands[before:] if c.startswith("sha256sum")]
     assert len(singles) >= 3
+
+
+def test_a_non_root_login_confirms_readable_files_without_sudo() -> None:
+    # sudo costs each host tens of milliseconds: a re-run as a non-root user checks what it can read as
+    # itself, and asks only the rest as root. A file it cannot read is never taken as "done".
+    cluster = parse_cluster(CLUSTER_TEXT.replace("address: 10.0.0.1}", "address: 10.0.0.1, user: deploy}")
+                            .replace("address: 10.0.0.2}", "address: 10.0.0.2, user: deploy}"))
+    steps = [PutFile(f"content {i}\n".encode(), f"/srv/f{i}") for i in range(6)]
+    task = Task("Files", steps, hosts=all_hosts())
+    fleet = MemoryFleet(["n1", "n2"])
+    root_only = {"/srv/f4", "/srv/f5"}
+
+    def batch(h: object, m: re.Match[str], s: bytes | None) -> tuple[int, str, str]:
+        import hashlib
+
+        as_root = h.sudo[-1]  # type: ignore[attr-defined]
+        out = []
+        for part in m.string.split("; fi"):
+            found = re.search(r"printf '%s  %s\\n' (\w+) (\S+) \|.*echo (\d+)=0", part)
+            if found:
+                digest, path, i = found.groups()
+                data = None if (path in root_only and not as_root) else h.files.get(path)  # type: ignore[attr-defined]
+                out.append(f"{i}={0 if data is not None and hashlib.sha256(data).hexdigest() == digest else 1}")
+        return 0, "\n".join(out) + "\n", ""
+
+    for name in ("n1", "n2"):
+        fleet[name].on(r"^if \( printf", batch)
+    options = RunOptions()
+
+    def go() -> object:
+        ctx = RunContext(cluster, options, bus=EventBus([lambda e: None]),
+                         pool=ConnectionPool(cluster, options.connect, factory=fleet.factory))
+        return asyncio.run(Executor(ctx).run_tasks([(Module("M", [task]), task)]))
+
+    assert go().ok  # type: ignore[attr-defined]
+    before = len(fleet["n1"].commands)
+    report = go()
+    assert report.ok and report.count("ok") == 12 and report.count("changed") == 0  # type: ignore[attr-defined]
+    checks = [(c, sudo) for c, sudo in zip(fleet["n1"].commands[before:], fleet["n1"].sudo[before:], strict=True)
+              if c.startswith("if ( printf")]
+    # One round as the login user for all six, then one as root for the two it could not read.
+    assert [sudo for _, sudo in checks] == [False, True]
+    assert checks[1][0].count("printf") == 2 and "/srv/f4" in checks[1][0] and "/srv/f5" in checks[1][0]
+    # All readable: no sudo at all.
+    root_only.clear()
+    before = len(fleet["n1"].commands)
+    assert go().ok  # type: ignore[attr-defined]
+    assert [s for c, s in zip(fleet["n1"].commands[before:], fleet["n1"].sudo[before:], strict=True)
+            if c.startswith("if ( printf")] == [False]

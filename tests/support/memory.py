@@ -26,6 +26,7 @@ class MemoryHost:
         self.files: dict[str, bytes] = {}
         self.modes: dict[str, int] = {}
         self.commands: list[str] = []
+        self.sudo: list[bool] = []  # per command: whether it was asked to run as root
         self.handlers: list[tuple[re.Pattern[str], Handler]] = []
         self.facts_text = facts or default_facts(name)
         self.down = False  # True: every connect/command raises ConnectionFault
@@ -94,12 +95,14 @@ class MemoryConnection(Connection):
             self.host.fail_next_commands -= 1
             raise ConnectionFault(f"{self.name}: connection reset")
         data = stdin.encode() if isinstance(stdin, str) else stdin
+        self.host.sudo.append(sudo)
         return self.host.execute(command, data)
 
     async def put(self, source: Path | bytes, remote: str, *, mode: int = 0o644) -> None:
         if self.host.down:
             raise ConnectionFault(f"{self.name}: connection lost")
         self.host.commands.append(f"<put {remote}>")
+        self.host.sudo.append(True)  # files are written as root
         self.host.files[remote] = source if isinstance(source, bytes) else Path(source).read_bytes()
         self.host.modes[remote] = mode
 

@@ -6,7 +6,7 @@ import hashlib
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from kubexm.engine.context import HostContext
 from kubexm.engine.step import Step
@@ -46,6 +46,7 @@ class PutFile(Step):
     source: Path | bytes
     dest: str
     mode: int = 0o644
+    check_unprivileged: ClassVar[bool] = True  # a matching checksum cannot come from missing permissions
 
     def describe(self) -> str:
         what = "content" if isinstance(self.source, bytes) else Path(self.source).name
@@ -76,6 +77,7 @@ class Template(Step):
     dest: str
     mode: int = 0o644
     values: tuple[tuple[str, Any], ...] = field(default=())
+    check_unprivileged: ClassVar[bool] = True  # a matching checksum cannot come from missing permissions
 
     def describe(self) -> str:
         return f"render {self.template} to {self.dest}"

@@ -177,6 +177,8 @@ class RefuseRuntimeSwitch(Step):
 class ConfigFiles(Step):
     """Files rendered from the spec, compared by sha256; changed paths are recorded so units restart."""
 
+    check_unprivileged = True  # matching checksums cannot come from missing permissions
+
     def files(self, cluster: Cluster) -> dict[str, tuple[str, int]]:
         raise NotImplementedError
 
