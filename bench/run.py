@@ -79,6 +79,8 @@ def main() -> int:
     ap.add_argument("--iterations", type=int, default=5)
     ap.add_argument("--workloads", default="a,b,c,d,e")
     ap.add_argument("--blob-mb", type=int, default=100)
+    ap.add_argument("--ansible-iterations", type=int, default=None,
+                    help="run ansible only this many times per workload (it takes minutes per run at 50 hosts)")
     ap.add_argument("--tools", default="kubexm,kubexm-cold,asyncssh,single,pyinfra,ansible",
                     help="which tools to run (e.g. kubexm,asyncssh for a 200-host memory check)")
     ap.add_argument("--smoke", action="store_true", help="5 hosts, 1 iteration, 1 MB blob: keeps the harness working")
@@ -132,6 +134,8 @@ def main() -> int:
             results[w] = {t: [] for t in TOOLS[w] if t in tools}
             for it in range(args.iterations):
                 for tool in results[w]:
+                    if tool == "ansible" and args.ansible_iterations is not None and it >= args.ansible_iterations:
+                        continue
                     if w in ("c", "d"):
                         clean_data(hosts)
                     tool_env = cold_env if tool == "kubexm-cold" else env

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
+import shlex
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -206,46 +207,65 @@ class Executor:
         return True
 
     async def _batched_checks(self, host: HostContext, steps: Sequence[Step]) -> dict[int, bool]:
-        """Every step's check_script in one command; {step index: done}. Empty when there is nothing to batch."""
+        """Every step's check in one command; {step index: done}. Empty when there is nothing to batch."""
         if self.run.options.offline:
             return {}
-        scripts: dict[int, str] = {}
+        checks: dict[int, str | dict[str, str]] = {}  # a shell snippet, or {path: sha256}
         for i, step in enumerate(steps):
-            if _defined_in(step, "check") is not _defined_in(step, "check_script"):
-                continue  # a subclass refined check(): the inherited script may no longer mean the same
+            checker = _defined_in(step, "check")
             try:
-                script = step.check_script(host)
+                if checker is _defined_in(step, "check_digests") and (digests := step.check_digests(host)):
+                    checks[i] = digests
+                elif checker is _defined_in(step, "check_script") and (script := step.check_script(host)):
+                    checks[i] = script
+                # else: a subclass refined check(), so an inherited script may no longer mean the same
             except Exception:  # a step that cannot say in advance checks on its own
-                script = None
-            if script:
-                scripts[i] = script
-        if len(scripts) < 2:
+                continue
+        if len(checks) < 2:
             return {}
         answers: dict[int, bool] = {}
         as_root = host.spec is None or host.spec.user == "root"
-        plain = {i: s for i, s in scripts.items() if not as_root and steps[i].check_unprivileged}
+        plain = {i: c for i, c in checks.items() if not as_root and steps[i].check_unprivileged}
         if plain:
             # sudo costs the host more than the checks themselves (tens of ms per call): what the login user
             # can confirm needs no root. Only "done" is taken from this round; the rest is asked as root.
             answers = {i: True for i, done in (await self._run_checks(host, plain, sudo=False)).items() if done}
-        rest = {i: s for i, s in scripts.items() if i not in answers}
+        rest = {i: c for i, c in checks.items() if i not in answers}
         if rest:
             answers.update(await self._run_checks(host, rest, sudo=True))
         return answers
 
     @staticmethod
-    async def _run_checks(host: HostContext, scripts: dict[int, str], sudo: bool) -> dict[int, bool]:
-        body = "; ".join(f"if ( {s} ) >/dev/null 2>&1; then echo {i}=0; else echo {i}=1; fi"
-                         for i, s in scripts.items())
+    async def _run_checks(host: HostContext, checks: dict[int, str | dict[str, str]], sudo: bool) -> dict[int, bool]:
+        scripts = {i: c for i, c in checks.items() if isinstance(c, str)}
+        digests = {i: c for i, c in checks.items() if not isinstance(c, str)}
+        parts = [f"if ( {s} ) >/dev/null 2>&1; then echo {i}=0; else echo {i}=1; fi" for i, s in scripts.items()]
+        paths = sorted({p for d in digests.values() for p in d})
+        if paths:
+            # One process for every file of the host; missing or unreadable files simply print nothing.
+            parts.append("echo '#sha256'; sha256sum -- " + " ".join(shlex.quote(p) for p in paths)
+                         + " 2>/dev/null; true")
         try:
-            res = await host.run(body, sudo=sudo, check=False, display="batched checks")
+            res = await host.run("; ".join(parts), sudo=sudo, check=False, display="batched checks")
         except KubexmError:
             return {}  # e.g. a transport fault: the steps check one by one, with the usual retries
         answers: dict[int, bool] = {}
+        found: dict[str, str] = {}
+        in_digests = False
         for line in res.stdout.splitlines():
-            key, _, value = line.partition("=")
-            if key.isdigit() and int(key) in scripts:
-                answers[int(key)] = value == "0"
+            if line == "#sha256":
+                in_digests = True
+            elif in_digests:
+                digest, sep, path = line.partition("  ")
+                if sep and not line.startswith("\\"):  # an escaped name (newline, backslash): not matched
+                    found[path] = digest
+            else:
+                key, _, value = line.partition("=")
+                if key.isdigit() and int(key) in scripts:
+                    answers[int(key)] = value == "0"
+        if paths and in_digests:
+            for i, wanted in digests.items():
+                answers[i] = all(found.get(p) == d for p, d in wanted.items())
         return answers
 
     async def _step(self, mname: str | None, task: Task, host: HostContext, step: Step,

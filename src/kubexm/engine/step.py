@@ -43,6 +43,12 @@ class Step(ABC):
         """
         return None
 
+    def check_digests(self, host: HostContext) -> dict[str, str] | None:
+        """Optional, preferred over ``check_script`` by the batching: {remote path: wanted sha256}, meaning
+        ``check()`` is True exactly when every file has that checksum. The executor reads all of a host's
+        paths with one ``sha256sum`` and compares here, instead of a process per file on the host."""
+        return None
+
     @abstractmethod
     async def run(self, host: HostContext) -> None:
         """Bring the host to the wanted state; raise CommandFailed/StepFailed when impossible."""

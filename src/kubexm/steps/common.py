@@ -65,6 +65,9 @@ class PutFile(Step):
     def check_script(self, host: HostContext) -> str | None:
         return sha256_test(self.dest, self._want())
 
+    def check_digests(self, host: HostContext) -> dict[str, str] | None:
+        return {self.dest: self._want()}
+
     async def run(self, host: HostContext) -> None:
         await host.upload(self.source, self.dest, mode=self.mode)
 
@@ -91,6 +94,9 @@ class Template(Step):
 
     def check_script(self, host: HostContext) -> str | None:
         return sha256_test(self.dest, hashlib.sha256(self.content(host)).hexdigest())
+
+    def check_digests(self, host: HostContext) -> dict[str, str] | None:
+        return {self.dest: hashlib.sha256(self.content(host)).hexdigest()}
 
     async def run(self, host: HostContext) -> None:
         data = self.content(host)

@@ -193,6 +193,9 @@ class ConfigFiles(Step):
 
         return " && ".join(sha256_test(path, _sha(text)) for path, (text, _) in self.files(host.cluster).items())
 
+    def check_digests(self, host: HostContext) -> dict[str, str] | None:
+        return {path: _sha(text) for path, (text, _) in self.files(host.cluster).items()}
+
     async def run(self, host: HostContext) -> None:
         for path, (text, mode) in self.files(host.cluster).items():
             if await host.upload(text.encode(), path, mode=mode):
