@@ -54,7 +54,8 @@ def listen_addresses(cluster: Cluster) -> list[str]:
 
 
 def corefile(cluster: Cluster) -> str:
-    """The Corefile node-cache starts from (it fills the __PILLAR__ placeholder itself)."""
+    """The Corefile node-cache starts from; node-cache itself substitutes __PILLAR__CLUSTER__DNS__ with the
+    kube-dns-upstream Service's address at start (upstream's mechanism, not something left to fill in)."""
     dns = cluster.spec.dns
     # Through kube-dns-upstream when the cache holds CoreDNS's own IP, else straight to CoreDNS.
     to_coredns = ["__PILLAR__CLUSTER__DNS__"] if intercepts_service_ip(cluster) else [cluster_dns_ip(cluster)]

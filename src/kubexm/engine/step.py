@@ -19,8 +19,9 @@ class Step(ABC):
     """
 
     mutates: ClassVar[bool] = True
-    # True when check_script answering "done" as the login user, without sudo, is proof on its own: it only
-    # reads, and a lack of permission can only make it answer "not done" (a content checksum that matches).
+    # True when the batched check (check_digests or check_script) answering "done" as the login user, without
+    # sudo, is proof on its own: it only reads, and missing permissions can only make it answer "not done"
+    # (a content checksum that matches).
     # Non-root logins then skip sudo for the batched checks of a re-run; "not done" is asked again as root.
     check_unprivileged: ClassVar[bool] = False
 

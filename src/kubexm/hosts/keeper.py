@@ -169,7 +169,7 @@ class Keeper:
                 await write_frame(writer, reply)
                 self.last_activity = time.monotonic()
         except (ConnectionError, ValueError, asyncio.IncompleteReadError):
-            pass  # the client went away or spoke garbage: drop the stream, keep the connections
+            return  # the client went away or spoke garbage: drop its stream (below), keep the SSH connections
         finally:
             self.clients -= 1
             self.last_activity = time.monotonic()

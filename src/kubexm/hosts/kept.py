@@ -20,6 +20,7 @@ from typing import Any
 from kubexm import errors
 from kubexm.hosts import keeper
 from kubexm.hosts.base import CommandResult, Connection, ConnectOptions
+from kubexm.spec.dump import plain_data
 from kubexm.spec.models import Bastion, Host
 
 START_TIMEOUT = 10.0
@@ -29,24 +30,12 @@ class KeeperDown(Exception):
     """No keeper could be reached or started; the caller connects directly instead."""
 
 
-def _plain(value: Any) -> Any:
-    """Model dump with SecretStr values revealed (they go to the keeper over the private socket only)."""
-    from pydantic import SecretStr
-
-    if isinstance(value, SecretStr):
-        return value.get_secret_value()
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value
-
-
 def target(host: Host, options: ConnectOptions, bastion: Bastion | None) -> dict[str, Any]:
     """Everything the keeper needs to dial ``host`` as this run would; also the identity it shares under."""
     return {
-        "host": _plain(host.model_dump(by_alias=True, mode="python")),
-        "bastion": _plain(bastion.model_dump(by_alias=True, mode="python")) if bastion else None,
+        # Secrets revealed: they go to the keeper over the private socket only, never argv or logs.
+        "host": plain_data(host.model_dump(by_alias=True, mode="python"), secrets=True),
+        "bastion": plain_data(bastion.model_dump(by_alias=True, mode="python"), secrets=True) if bastion else None,
         "options": {"known_hosts": str(options.known_hosts) if options.known_hosts else None,
                     "accept_new_host_keys": options.accept_new_host_keys,
                     "replace_host_keys": sorted(options.replace_host_keys),
@@ -106,20 +95,22 @@ class KeptConnection(Connection):
     async def open(self) -> None:
         """Bind a keeper stream to this host; the keeper dials (or reuses) the SSH connection and reports
         the same errors a direct connection would. Raises KeeperDown when no keeper can be reached."""
+        async with self._lock:
+            await self._bind()
+
+    async def _bind(self) -> None:
         if self._stream is not None:
             return
         self._stream = await _open_stream(keeper.socket_path(), self.persist)
         try:
-            await self._call({"op": "open", "target": self._target})
+            await self._exchange({"op": "open", "target": self._target})
         except BaseException:
             await self.close()
             raise
 
     async def _call(self, request: dict[str, Any]) -> dict[str, Any]:
         async with self._lock:  # one request at a time per stream; the engine works a host's steps in order
-            if self._stream is None:
-                self._stream = await _open_stream(keeper.socket_path(), self.persist)
-                await self._exchange({"op": "open", "target": self._target})
+            await self._bind()  # again after the keeper went away: a new one is started
             return await self._exchange(request)
 
     async def _exchange(self, request: dict[str, Any]) -> dict[str, Any]:

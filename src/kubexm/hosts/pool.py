@@ -20,6 +20,10 @@ def direct(host: Host, options: ConnectOptions, bastion: Bastion | None) -> Conn
     return SSHConnection(host, options, bastion=bastion)
 
 
+def bastion_of(cluster: Cluster, host: Host) -> Bastion | None:
+    return next((b for b in cluster.spec.bastions if b.name == host.bastion), None)
+
+
 def default_factory(cluster: Cluster) -> ConnectionFactory:
     def make(host: Host | None, options: ConnectOptions) -> Connection:
         if host is None:
@@ -27,7 +31,7 @@ def default_factory(cluster: Cluster) -> ConnectionFactory:
         if host.connection == "local":
             sudo = host.sudo_password or host.password
             return LocalConnection(host.name, sudo_password=sudo.get_secret_value() if sudo else None)
-        bastion = next((b for b in cluster.spec.bastions if b.name == host.bastion), None)
+        bastion = bastion_of(cluster, host)
         if options.persist > 0:
             return KeptConnection(host, options, bastion=bastion, persist=options.persist)
         return direct(host, options, bastion)
@@ -61,8 +65,7 @@ class ConnectionPool:
                         raise
                     # No connection keeper could be started (no writable run dir, a broken Python): this
                     # run connects by itself, as it would with KUBEXM_PERSIST=0.
-                    bastion = next((b for b in self.cluster.spec.bastions if b.name == spec.bastion), None)
-                    conn = direct(spec, self.options, bastion)
+                    conn = direct(spec, self.options, bastion_of(self.cluster, spec))
                     await conn.open()
                 self._conns[name] = conn
             return conn

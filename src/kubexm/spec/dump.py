@@ -13,22 +13,23 @@ from kubexm.spec.models import Cluster
 REDACTED = "<redacted>"
 
 
+def plain_data(value: Any, secrets: bool = False) -> Any:
+    """A model dump (mode="python") with every SecretStr revealed when ``secrets``, else redacted."""
+    if isinstance(value, SecretStr):
+        return value.get_secret_value() if secrets else REDACTED
+    if isinstance(value, dict):
+        return {k: plain_data(v, secrets) for k, v in value.items()}
+    if isinstance(value, list):
+        return [plain_data(v, secrets) for v in value]
+    return value
+
+
 def cluster_data(cluster: Cluster, secrets: bool = False) -> dict[str, Any]:
     """Plain data by alias, defaults left out; secret fields redacted unless ``secrets``."""
-
-    def convert(value: Any) -> Any:
-        if isinstance(value, SecretStr):
-            return value.get_secret_value() if secrets else REDACTED
-        if isinstance(value, dict):
-            return {k: convert(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [convert(v) for v in value]
-        return value
-
     raw = cluster.model_dump(by_alias=True, exclude_defaults=True, mode="python")
     raw["apiVersion"] = cluster.api_version
     raw["kind"] = cluster.kind
-    data: dict[str, Any] = convert(raw)
+    data: dict[str, Any] = plain_data(raw, secrets)
     return data
 
 

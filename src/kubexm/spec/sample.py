@@ -6,7 +6,7 @@ from kubexm.spec.models import DEFAULT_ETCD_VERSION, DEFAULT_K8S_VERSION
 
 _HEADER = """\
 # kubexm cluster file. Edit the hosts (addresses, user, key) before use:
-# the 192.168.0.x addresses below are placeholders.
+# the 192.168.0.x addresses below are examples; put your machines' addresses there.
 # Reference: `kubexm generate schema`; check it with `kubexm create cluster -f FILE --dry-run --offline`.
 apiVersion: kubexm.io/v1alpha1
 kind: Cluster

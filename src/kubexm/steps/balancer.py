@@ -82,7 +82,7 @@ class HaproxyConfig(ConfigFiles):
 
 
 @dataclass(frozen=True)
-class KeepalivedConfig(ConfigFiles):
+class KeepalivedConfig(Step):
     """keepalived.conf with this host's priority and peers, and the haproxy health script it runs."""
 
     def describe(self) -> str:
@@ -117,7 +117,7 @@ class KeepalivedConfig(ConfigFiles):
 
 
 @dataclass(frozen=True)
-class KubeVipManifest(ConfigFiles):
+class KubeVipManifest(Step):
     """The kube-vip static pod; ``first`` uses super-admin.conf for the window of `kubeadm init`."""
 
     first: bool = False

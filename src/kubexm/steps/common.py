@@ -14,11 +14,6 @@ from kubexm.errors import CommandFailed
 from kubexm.templates import render
 
 
-def sha256_test(path: str, digest: str) -> str:
-    """Shell test: the file at ``path`` has this sha256 (what ``HostContext.sha256`` compares)."""
-    return f"printf '%s  %s\\n' {digest} {shlex.quote(path)} | sha256sum -c --status"
-
-
 @dataclass(frozen=True)
 class Command(Step):
     """Run an ad-hoc shell command and report its output (``kubexm run command``)."""
@@ -62,9 +57,6 @@ class PutFile(Step):
     async def check(self, host: HostContext) -> bool:
         return await host.sha256(self.dest) == self._want()
 
-    def check_script(self, host: HostContext) -> str | None:
-        return sha256_test(self.dest, self._want())
-
     def check_digests(self, host: HostContext) -> dict[str, str] | None:
         return {self.dest: self._want()}
 
@@ -91,9 +83,6 @@ class Template(Step):
 
     async def check(self, host: HostContext) -> bool:
         return await host.sha256(self.dest) == hashlib.sha256(self.content(host)).hexdigest()
-
-    def check_script(self, host: HostContext) -> str | None:
-        return sha256_test(self.dest, hashlib.sha256(self.content(host)).hexdigest())
 
     def check_digests(self, host: HostContext) -> dict[str, str] | None:
         return {self.dest: hashlib.sha256(self.content(host)).hexdigest()}

@@ -7,6 +7,7 @@ import base64
 import hashlib
 import json
 import shlex
+from abc import abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -179,19 +180,15 @@ class ConfigFiles(Step):
 
     check_unprivileged = True  # matching checksums cannot come from missing permissions
 
+    @abstractmethod
     def files(self, cluster: Cluster) -> dict[str, tuple[str, int]]:
-        raise NotImplementedError
+        """{remote path: (content, mode)} this step keeps in place."""
 
     async def check(self, host: HostContext) -> bool:
         for path, (text, _) in self.files(host.cluster).items():
             if await host.sha256(path) != _sha(text):
                 return False
         return True
-
-    def check_script(self, host: HostContext) -> str | None:
-        from kubexm.steps.common import sha256_test
-
-        return " && ".join(sha256_test(path, _sha(text)) for path, (text, _) in self.files(host.cluster).items())
 
     def check_digests(self, host: HostContext) -> dict[str, str] | None:
         return {path: _sha(text) for path, (text, _) in self.files(host.cluster).items()}
