@@ -27,11 +27,11 @@ spec:
 CLUSTER = parse_cluster(CLUSTER_TEXT)
 
 
-BATCH = "echo '#sha256'; sha256sum -- "
+BATCH = "echo '#sha256'; sha256sum "
 
 
 def sha256sum(h: object, m: re.Match[str], readable: Callable[[object, str], bool]) -> tuple[int, str, str]:
-    """Answer the batched ``sha256sum -- PATHS`` from the in-memory files, as coreutils would (missing or
+    """Answer the batched ``sha256sum PATHS`` from the in-memory files, as coreutils would (missing or
     unreadable files print nothing on stdout)."""
     import hashlib
 
@@ -45,7 +45,7 @@ def sha256sum(h: object, m: re.Match[str], readable: Callable[[object, str], boo
 
 def sha_checks(fleet: MemoryFleet, readable: Callable[[object, str], bool] = lambda h, p: True) -> None:
     for name in ("n1", "n2"):
-        fleet[name].on(r"^echo '#sha256'; sha256sum -- (.*) 2>/dev/null; true$",
+        fleet[name].on(r"^echo '#sha256'; sha256sum (.*) 2>/dev/null; true$",
                        lambda h, m, s: sha256sum(h, m, readable))
 
 

@@ -74,6 +74,10 @@ def test_relay_delivers_identical_files_and_sends_each_byte_twice(fleet: tuple, 
     assert set(copies(hosts).values()) == {want}
     assert sorted(dist.how.values()) == ["relay"] * 5, (dist.how, dist.relay_failures)  # type: ignore[attr-defined]
     assert dist.bytes_sent == 2 * blob.stat().st_size  # type: ignore[attr-defined]
+    for h in hosts:  # moved into place as root with the asked mode; no staging directory left behind
+        placed = (bench_hosts.WORK / h.name / "blob.bin").stat()
+        assert (placed.st_uid, placed.st_mode & 0o777) == (0, 0o644)
+        assert not list((bench_hosts.WORK / h.name).glob(".kubexm-relay-*"))
     again = run_distribute(hosts, key, blob, tmp_path / "home")
     assert set(again.how.values()) == {"present"} and again.bytes_sent == 0  # type: ignore[attr-defined]
 
@@ -96,3 +100,4 @@ def test_a_failed_relay_hop_falls_back_to_direct_upload(fleet: tuple, tmp_path: 
     assert set(copies(hosts).values()) == {want}
     assert dist.how[hosts[2].name] == "direct" and hosts[2].name in dist.relay_failures  # type: ignore[attr-defined]
     assert dist.how[hosts[0].name] == "relay"  # type: ignore[attr-defined]
+    assert not [p for h in hosts for p in (bench_hosts.WORK / h.name).glob(".kubexm-relay-*")]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
-import shlex
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from kubexm.errors import (
     UsageError,
     stderr_tail,
 )
+from kubexm.hosts.digest import parse_sha256, sha256_command
 from kubexm.spec.models import Cluster
 
 
@@ -243,26 +243,18 @@ class Executor:
         paths = sorted({p for d in digests.values() for p in d})
         if paths:
             # One process for every file of the host; missing or unreadable files simply print nothing.
-            parts.append("echo '#sha256'; sha256sum -- " + " ".join(shlex.quote(p) for p in paths)
-                         + " 2>/dev/null; true")
+            parts.append(f"echo '#sha256'; {sha256_command(paths)}; true")
         try:
             res = await host.run("; ".join(parts), sudo=sudo, check=False, display="batched checks")
         except KubexmError:
             return {}  # e.g. a transport fault: the steps check one by one, with the usual retries
         answers: dict[int, bool] = {}
-        found: dict[str, str] = {}
-        in_digests = False
-        for line in res.stdout.splitlines():
-            if line == "#sha256":
-                in_digests = True
-            elif in_digests:
-                digest, sep, path = line.partition("  ")
-                if sep and not line.startswith("\\"):  # an escaped name (newline, backslash): not matched
-                    found[path] = digest
-            else:
-                key, _, value = line.partition("=")
-                if key.isdigit() and int(key) in scripts:
-                    answers[int(key)] = value == "0"
+        head, in_digests, tail = res.stdout.partition("#sha256\n")
+        for line in head.splitlines():
+            key, _, value = line.partition("=")
+            if key.isdigit() and int(key) in scripts:
+                answers[int(key)] = value == "0"
+        found = parse_sha256(tail)
         if paths and in_digests:
             for i, wanted in digests.items():
                 answers[i] = all(found.get(p) == d for p, d in wanted.items())

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shlex
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import Any
 from kubexm.engine.context import HostContext
 from kubexm.engine.step import Step
 from kubexm.errors import StepFailed
+from kubexm.hosts.digest import parse_sha256, sha256_command
 from kubexm.pki import PKI
 from kubexm.pki.layout import etcd_specs
 from kubexm.spec.models import Cluster
@@ -98,9 +98,8 @@ class PlaceEtcdCerts(Step):
         import hashlib
 
         files = self._files(host)
-        paths = " ".join(shlex.quote(r) for _, r, _ in files)
-        res = await host.run(f"sha256sum {paths} 2>/dev/null", check=False)
-        have = {line.split()[1]: line.split()[0] for line in res.stdout.splitlines() if len(line.split()) == 2}
+        res = await host.run(sha256_command(r for _, r, _ in files), check=False)
+        have = parse_sha256(res.stdout)
         return all(have.get(r) == hashlib.sha256(data).hexdigest() for data, r, _ in files)
 
     async def run(self, host: HostContext) -> None:
