@@ -2,7 +2,9 @@
 
 Every host has its own netns with a veth on a shared bridge, its own sshd (run in a private mount
 namespace so /srv/kxbench is the host's own directory), and serves one non-root user, ``kxbench``, whose
-shell is /bin/sh and who has no profile: commands cost what SSH costs, nothing more. Everything is
+shell is /bin/sh and who has no profile: commands cost what SSH costs, nothing more. The hosts' files live
+on a tmpfs: real machines have a disk each, here fifty would share one virtual disk, and a workload that
+writes to every host (d) would measure that disk's write-back instead of the tools. Everything is
 removed again by ``teardown`` (also after a crash, from the state file).
 """
 
@@ -80,9 +82,20 @@ def _sshd_config(host: BenchHost, host_key: Path) -> Path:
     return cfg
 
 
+def capacity_mib() -> int:
+    """What the hosts' tmpfs can hold: half the machine's memory."""
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            return int(line.split()[1]) // 2048
+    return 0
+
+
 def setup(count: int, root: Path) -> tuple[list[BenchHost], Path]:
     """Create ``count`` hosts; returns them and the private key that logs in as kxbench."""
     teardown()
+    WORK.mkdir(parents=True, exist_ok=True)
+    # Half the memory at most (tmpfs' default); pages are only used as files are written.
+    _run("mount", "-t", "tmpfs", "-o", "mode=0755", "kxbench", str(WORK))
     root.mkdir(parents=True, exist_ok=True)
     STATE.parent.mkdir(parents=True, exist_ok=True)
     _ensure_user()
@@ -157,5 +170,9 @@ def teardown() -> None:
             _run("ip", "netns", "del", h["netns"], check=False)
         STATE.unlink()
     _run("ip", "link", "del", BRIDGE, check=False)
+    for _ in range(3):  # mounted more than once after an interrupted setup
+        if _run("mountpoint", "-q", str(WORK), check=False).returncode != 0:
+            break
+        _run("umount", "--lazy", str(WORK), check=False)
     shutil.rmtree(WORK, ignore_errors=True)
     Path("/etc/sudoers.d/kxbench").unlink(missing_ok=True)

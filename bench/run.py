@@ -92,6 +92,11 @@ def main() -> int:
         print("bench: run as root (it creates network namespaces and sshd processes)", file=sys.stderr)
         return 2
     workloads = [w for w in args.workloads.split(",") if w]
+    # A naive upload stages each copy before moving it into place: two per host at the peak.
+    if "d" in workloads and 2 * args.hosts * args.blob_mb > bench_hosts.capacity_mib():
+        print(f"bench: {args.hosts} copies of a {args.blob_mb} MB blob do not fit the hosts' tmpfs "
+              f"({bench_hosts.capacity_mib()} MiB); choose a smaller --blob-mb", file=sys.stderr)
+        return 2
     tools = {"kubexm", *args.tools.split(",")}  # kubexm always: every ratio is against it
     work = Path("/var/tmp/kxbench-run")
     import shutil
