@@ -6,7 +6,6 @@ import io
 from typing import Any
 
 from pydantic import SecretStr
-from ruamel.yaml import YAML
 
 from kubexm.spec.models import Cluster
 
@@ -34,6 +33,8 @@ def cluster_data(cluster: Cluster, secrets: bool = False) -> dict[str, Any]:
 
 
 def dump_cluster(cluster: Cluster, secrets: bool = False) -> str:
+    from ruamel.yaml import YAML  # here: commands that only read a cluster file need not load the dumper
+
     yaml = YAML()  # round-trip dumper: keeps the field order of the models
     yaml.default_flow_style = False
     out = io.StringIO()

@@ -11,15 +11,17 @@ import difflib
 import io
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
-from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from kubexm.errors import SpecError
+from kubexm.spec import parse_cache
 from kubexm.spec.models import API_VERSION, KIND, Cluster
+
+if TYPE_CHECKING:
+    from ruamel.yaml import YAML
+    from ruamel.yaml.comments import CommentedMap
 
 Loc = tuple[str | int, ...]
 
@@ -45,7 +47,13 @@ def parse_cluster(
     text: str, source: str = "<cluster>", overrides: Sequence[str] = (), validate: bool = True
 ) -> Cluster:
     """Parse YAML text into a Cluster; ``overrides`` are ``key.path=value`` settings applied first."""
+    cached = parse_cache.load(text)
+    if cached is not None:
+        cluster = _quiet_validate(cached, overrides, validate)
+        if cluster is not None:
+            return cluster
     data = _parse_yaml(text, source)
+    parse_cache.store(text, data)
     for item in overrides:
         apply_override(data, item)
     problems = _header_problems(data, source)
@@ -64,7 +72,28 @@ def parse_cluster(
     return cluster
 
 
+def _quiet_validate(data: dict[str, Any], overrides: Sequence[str], validate: bool) -> Cluster | None:
+    """The cluster from already parsed data, or None at the first problem: errors are made (with line
+    numbers) by the full path, from the text."""
+    try:
+        for item in overrides:
+            apply_override(data, item)
+        if data.get("apiVersion") != API_VERSION or data.get("kind") != KIND:
+            return None
+        cluster = Cluster.model_validate(data)
+    except (SpecError, ValidationError):
+        return None
+    if validate:
+        from kubexm.spec.validate import validate_cluster
+
+        if validate_cluster(cluster):
+            return None
+    return cluster
+
+
 def _yaml() -> YAML:
+    from ruamel.yaml import YAML
+
     yaml = YAML(typ="rt")
     yaml.allow_duplicate_keys = False
     return yaml
@@ -76,6 +105,9 @@ def _parse_yaml(text: str, source: str) -> CommentedMap:
             [f"{source}: the file is empty"],
             hint="`kubexm create config` prints a sample cluster file to start from",
         )
+    from ruamel.yaml.comments import CommentedMap
+    from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
     try:
         data = _yaml().load(io.StringIO(text))
     except MarkedYAMLError as exc:
@@ -116,6 +148,8 @@ def _header_problems(data: CommentedMap, source: str) -> list[str]:
 
 def _line_of(data: Any, loc: Loc) -> int:
     """1-based line of the deepest node of ``loc`` present in the YAML (the parent's when missing)."""
+    from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
     line = 1
     node = data
     for part in loc:
@@ -239,12 +273,15 @@ def parse_path(path: str) -> Loc:
     return tuple(parts)
 
 
-def apply_override(data: CommentedMap, item: str) -> None:
+def apply_override(data: dict[str, Any], item: str) -> None:
     """Set one ``key.path=value`` in the parsed file; the value is read as a YAML scalar."""
     key, sep, raw = item.partition("=")
     if not sep or not key.strip():
         raise SpecError([f"override '{item}': expected key=value"], hint="e.g. -e spec.kubernetes.version=v1.31.2")
     loc = parse_path(key.strip())
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import YAMLError
+
     try:
         value = YAML(typ="safe").load(raw) if raw.strip() else ""
     except YAMLError:
@@ -260,7 +297,7 @@ def apply_override(data: CommentedMap, item: str) -> None:
         if not isinstance(node, dict):
             raise SpecError([f"override '{key}': {_display(loc[:i])} is not a mapping"])
         if part not in node:
-            node[part] = [] if isinstance(nxt, int) else CommentedMap()
+            node[part] = [] if isinstance(nxt, int) else type(node)()
         node = node[part]
     last = loc[-1]
     if isinstance(last, int):

@@ -1,0 +1,90 @@
+"""Parsed cluster files kept between runs, keyed by their text.
+
+ruamel's round-trip parser is pure Python: about 70 ms for a 50-host file on our machines, growing with
+the file, paid by every command. The same text always parses to the same data, so the data is kept
+(as JSON) after the first parse and read back with the C json parser next time. Only the parse is
+cached: validation runs on every load with the models of the running kubexm, and any problem sends
+the loader back to ruamel for errors with line numbers.
+
+The entries hold whatever the file holds (passwords included), so they live under ``$KUBEXM_HOME``
+(0700, where kubexm already keeps keys and kubeconfigs), each 0600. A missing, unreadable or corrupt
+entry is simply a miss.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.util
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from kubexm.paths import home
+
+MAX_ENTRIES = 32
+
+
+def _parser_stamp() -> str:
+    # A ruamel upgrade may parse some text differently: its installed files are part of the key.
+    spec = importlib.util.find_spec("ruamel.yaml")
+    origin = spec.origin if spec and spec.origin else ""
+    with contextlib.suppress(OSError):
+        st = os.stat(origin)
+        return f"{origin}:{st.st_mtime_ns}:{st.st_size}"
+    return origin
+
+
+def _entry(text: str) -> Path:
+    key = hashlib.sha256(f"v1\0{_parser_stamp()}\0{text}".encode()).hexdigest()
+    return home() / "cache" / "spec" / f"{key[:32]}.json"
+
+
+def load(text: str) -> dict[str, Any] | None:
+    """The data ``text`` parsed to before, or None."""
+    try:
+        data = json.loads(_entry(text).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _plain(value: Any) -> Any:
+    """ruamel's node types as JSON's; raises TypeError for what JSON cannot hold as it is."""
+    if isinstance(value, dict):
+        if not all(isinstance(k, str) for k in value):
+            raise TypeError("non-text key")
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, bool) or type(value).__name__ == "ScalarBoolean":  # ruamel's anchored booleans are ints
+        return bool(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    raise TypeError(type(value).__name__)  # timestamps, tagged values: not cached
+
+
+def store(text: str, data: Any) -> None:
+    """Keep ``data`` (freshly parsed from ``text``) for the next load; best effort."""
+    try:
+        plain = _plain(data)
+    except TypeError:
+        return
+    path = _entry(text)
+    with contextlib.suppress(OSError):
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(plain, fh)
+        os.replace(tmp, path)
+        entries = sorted(path.parent.glob("*.json"), key=lambda p: p.stat().st_mtime)
+        for old in entries[:-MAX_ENTRIES]:
+            old.unlink(missing_ok=True)
