@@ -83,10 +83,12 @@ def execute(cluster: Cluster, items: Sequence[tuple[Module | None, Task]], optio
     store = Store()
     try:
         with cluster_lock(cluster.name, command_line):
-            bus.subscribe(StateRecorder(store, cluster.name, command_line, dry_run=options.dry_run))
+            recorder = StateRecorder(store, cluster.name, command_line, dry_run=options.dry_run)
+            bus.subscribe(recorder)
             try:
                 report = asyncio.run(Executor(run).run_tasks(items, name))
             except BaseException:
+                recorder.flush()  # what finished before the interruption stays on record
                 AuditLog(store).append(_user(), command_line, cluster.name, "interrupted", {"run_id": run.run_id})
                 raise
             status = "ok" if report.ok else "failed"
@@ -118,7 +120,10 @@ def create_cluster(cluster: Cluster, options: RunOptions, *, command_line: str =
 def run_command(cluster: Cluster, command: str, options: RunOptions, *, sudo: bool = True,
                 timeout: float | None = None, listeners: Sequence[Listener] = (),
                 command_line: str = "kubexm run command", factory: ConnectionFactory | None = None) -> Outcome:
-    pipeline = get_registry().pipeline("RunCommandPipeline")
+    # Straight from its module, not the registry: loading every pipeline and plugin would cost an ad-hoc
+    # command more start-up than the command itself, and plugins extend tasks, not `run command`.
+    from kubexm.pipelines.adhoc import RUN_COMMAND as pipeline
+
     options.extra.update({"command": command, "sudo": sudo, "timeout": timeout})
     return execute(cluster, pipeline.plan(cluster), options, name=pipeline.name, command_line=command_line,
                    listeners=listeners, factory=factory)

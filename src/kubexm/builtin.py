@@ -6,7 +6,7 @@ from kubexm.engine.registry import Registry
 
 
 def register(registry: Registry) -> None:
-    from kubexm.pipelines import ALL
+    from kubexm.pipelines.builtin import ALL
 
     for pipeline in ALL:
         registry.add_pipeline(pipeline)

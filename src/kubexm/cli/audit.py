@@ -9,7 +9,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from kubexm.cli.common import console, err_console
+from kubexm.cli.common import console
+from kubexm.cli.consoles import err_console
 from kubexm.state.audit import AuditLog
 
 app = typer.Typer(help="The audit log: list entries, verify the hash chain.", invoke_without_command=True)

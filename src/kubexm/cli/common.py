@@ -48,7 +48,6 @@ AcceptKeyOpt = Annotated[list[str] | None, typer.Option(
     "--accept-new-host-key", help="trust the new SSH host key of this host (repeatable)", show_default=False)]
 ParallelOpt = Annotated[int, typer.Option("--parallel", min=1, help="hosts worked on at once")]
 
-err_console = Console(stderr=True, highlight=False)
 
 
 def console() -> Console:

@@ -10,9 +10,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from kubexm import __version__
-from kubexm.cli import audit, create, etcd_ops, generate, inspect, kube_ops, run
-from kubexm.cli.common import err_console
+from kubexm.cli.consoles import err_console
 from kubexm.errors import KubexmError
 
 app = typer.Typer(
@@ -22,34 +20,64 @@ app = typer.Typer(
     add_completion=True,
     pretty_exceptions_enable=False,
 )
-app.add_typer(create.app, name="create")
-app.add_typer(run.app, name="run")
-app.add_typer(inspect.get_app, name="get")
-app.add_typer(inspect.describe_app, name="describe")
-app.add_typer(inspect.config_app, name="config")
-app.add_typer(audit.app, name="audit")
-app.add_typer(generate.app, name="generate")
-app.add_typer(etcd_ops.backup_app, name="backup")
-app.add_typer(etcd_ops.restore_app, name="restore")
-app.add_typer(etcd_ops.certs_app, name="certs")
-app.add_typer(etcd_ops.nodes_add_app, name="add")
-app.add_typer(etcd_ops.nodes_delete_app, name="delete")
-app.add_typer(kube_ops.upgrade_app, name="upgrade")
-app.add_typer(kube_ops.cordon_app, name="cordon")
-app.add_typer(kube_ops.uncordon_app, name="uncordon")
-app.add_typer(kube_ops.restart_app, name="restart")
 
-try:  # the lab is optional tooling for tests and demos; the CLI works without it
-    from kubexm.cli.lab import app as lab_app
-except ImportError:
-    lab_app = None  # type: ignore[assignment]
-if lab_app is not None:
-    app.add_typer(lab_app, name="lab")
+# verb -> (module, attribute of its Typer app). A command line names one verb: only that module is imported
+# (each pulls in its pipelines, templates and renderers), which takes a noticeable part of a short command's
+# start-up. Help, completion and the reference generator register all of them.
+VERBS: dict[str, tuple[str, str]] = {
+    "create": ("kubexm.cli.create", "app"),
+    "run": ("kubexm.cli.run", "app"),
+    "get": ("kubexm.cli.inspect", "get_app"),
+    "describe": ("kubexm.cli.inspect", "describe_app"),
+    "config": ("kubexm.cli.inspect", "config_app"),
+    "audit": ("kubexm.cli.audit", "app"),
+    "generate": ("kubexm.cli.generate", "app"),
+    "backup": ("kubexm.cli.etcd_ops", "backup_app"),
+    "restore": ("kubexm.cli.etcd_ops", "restore_app"),
+    "certs": ("kubexm.cli.etcd_ops", "certs_app"),
+    "add": ("kubexm.cli.etcd_ops", "nodes_add_app"),
+    "delete": ("kubexm.cli.etcd_ops", "nodes_delete_app"),
+    "upgrade": ("kubexm.cli.kube_ops", "upgrade_app"),
+    "cordon": ("kubexm.cli.kube_ops", "cordon_app"),
+    "uncordon": ("kubexm.cli.kube_ops", "uncordon_app"),
+    "restart": ("kubexm.cli.kube_ops", "restart_app"),
+    "lab": ("kubexm.cli.lab", "app"),  # optional tooling for tests and demos; the CLI works without it
+}
+_registered: set[str] = set()
+
+
+def register(verbs: Sequence[str] | None = None) -> typer.Typer:
+    """Add the sub-commands of ``verbs`` (all when None) to ``app``; returns it."""
+    import importlib
+
+    for verb in VERBS if verbs is None else verbs:
+        if verb in _registered or verb not in VERBS:
+            continue
+        module, attr = VERBS[verb]
+        try:
+            sub = getattr(importlib.import_module(module), attr)
+        except ImportError:
+            if verb == "lab":
+                continue
+            raise
+        app.add_typer(sub, name=verb)
+        _registered.add(verb)
+    return app
+
+
+def _verbs_for(args: Sequence[str]) -> list[str] | None:
+    """The one verb a command line needs, or None (help, completion, a mistyped verb: register all)."""
+    if os.environ.get("_KUBEXM_COMPLETE") or not args:
+        return None
+    if args[0] in ("version", "completion"):  # the entry point's own commands
+        return []
+    return [args[0]] if args[0] in VERBS else None
 
 
 @app.command("version")
 def version() -> None:
     """Print kubexm's version."""
+    from kubexm import __version__
     sys.stdout.write(f"kubexm {__version__}\n")
 
 
@@ -62,7 +90,7 @@ def completion(shell: Annotated[str, typer.Argument(help="bash, zsh, fish or pow
     # script for that shell and exits (--show-completion would guess the shell from the environment instead).
     os.environ["_KUBEXM_COMPLETE"] = f"source_{'powershell' if shell == 'pwsh' else shell}"
     try:
-        typer.main.get_command(app).main([], prog_name="kubexm")
+        typer.main.get_command(register()).main([], prog_name="kubexm")
     except SystemExit:
         pass
     finally:
@@ -71,8 +99,9 @@ def completion(shell: Annotated[str, typer.Argument(help="bash, zsh, fish or pow
 
 def run_cli(args: Sequence[str] | None = None) -> int:
     """Run the CLI and return its exit code; expected failures print `error:` and `hint:` lines."""
+    argv = list(args) if args is not None else sys.argv[1:]
     try:
-        app(args=list(args) if args is not None else sys.argv[1:], prog_name="kubexm")
+        register(_verbs_for(argv))(args=argv, prog_name="kubexm")
     except SystemExit as exc:  # Typer always ends a standalone invocation this way
         code = exc.code
         return code if isinstance(code, int) else (0 if code is None else 1)
@@ -96,4 +125,12 @@ def run_cli(args: Sequence[str] | None = None) -> int:
 
 
 def main() -> None:
-    sys.exit(run_cli())
+    code = run_cli()
+    # Tearing the interpreter down (every module, pydantic's schemas) takes ~0.1 s on our machines and does
+    # nothing for a finished command: nothing of kubexm's waits for exit handlers, so flush and leave.
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):  # stdout closed early by a pipe's reader: nothing more to say there
+        pass
+    os._exit(code)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -180,13 +180,16 @@ class Store:
 
     def record_step(self, run_id: str, record: Any) -> None:
         """Store one step result (an engine StepRecord or anything with the same fields)."""
+        self.record_steps(run_id, [record])
+
+    def record_steps(self, run_id: str, records: Sequence[Any]) -> None:
+        """Store step results in one transaction (one sync of the database file for all of them)."""
         with self.tx() as db:
-            db.execute(
+            db.executemany(
                 "INSERT INTO step_results(run_id, module, task, host, step, status, message, duration, "
                 "command, exit_status, stderr) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                (run_id, record.module, record.task, record.host, record.step, record.status,
-                 record.message or "", record.duration or 0.0, record.command, record.exit_status,
-                 record.stderr),
+                [(run_id, r.module, r.task, r.host, r.step, r.status, r.message or "", r.duration or 0.0,
+                  r.command, r.exit_status, r.stderr) for r in records],
             )
 
     def runs(self, cluster: str | None = None, limit: int = 20) -> list[RunRow]:
