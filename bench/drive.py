@@ -48,16 +48,21 @@ async def plain(workload: str, hosts: list[dict[str, str]], key: str, blob: str 
 
 
 # -- kubexm: the engine with the same steps users' tasks are made of ---------------------------------------
-def kubexm_cluster(hosts: list[dict[str, str]], key: str) -> object:
-    from kubexm.spec.loader import parse_cluster
-
+def cluster_text(hosts: list[dict[str, str]], key: str) -> str:
+    """The cluster file of the benchmark hosts (also what workload a's `kubexm run command -f` reads)."""
     lines = ["apiVersion: kubexm.io/v1alpha1", "kind: Cluster", "metadata: {name: bench}", "spec:", "  hosts:"]
     lines += [f"    - {{name: {h['name']}, address: {h['address']}, user: kxbench, privateKeyPath: {key}}}"
               for h in hosts]
     names = ", ".join(h["name"] for h in hosts)
     lines += ["  roleGroups:", f"    etcd: [{hosts[0]['name']}]", f"    control-plane: [{hosts[0]['name']}]",
               f"    worker: [{names}]"]
-    return parse_cluster("\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"
+
+
+def kubexm_cluster(hosts: list[dict[str, str]], key: str) -> object:
+    from kubexm.spec.loader import parse_cluster
+
+    return parse_cluster(cluster_text(hosts, key))
 
 
 async def with_kubexm(workload: str, hosts: list[dict[str, str]], key: str, blob: str | None) -> None:

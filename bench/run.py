@@ -21,11 +21,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench import hosts as bench_hosts
 from bench import peers
+from bench.drive import cluster_text
 
 HERE = Path(__file__).resolve().parent
 PY = sys.executable
 # kubexm: connections kept between runs by the connection keeper, as ansible keeps them with ControlPersist
 # (both for PERSIST seconds); kubexm-cold: KUBEXM_PERSIST=0, every run dials anew (a first run).
+# Workload a runs kubexm's CLI as a user would (`kubexm run command -f cluster.yaml --no-sudo -- true`), with
+# its start-up, state database and output; b-e are tasks, which users write in Python: they run through the
+# engine's API (drive.py), as a plugin's task would.
 TOOLS = {"a": ("kubexm", "kubexm-cold", "asyncssh", "pyinfra", "ansible"),
          "b": ("kubexm", "kubexm-cold", "asyncssh", "pyinfra", "ansible"),
          "c": ("kubexm", "kubexm-cold", "asyncssh", "pyinfra", "ansible"),
@@ -125,16 +129,21 @@ def main() -> int:
             for _ in range(args.blob_mb):
                 fh.write(os.urandom(1 << 20))
         drive = [PY, str(HERE / "drive.py")]
-        # Warm-up: host keys learned, caches filled; not measured.
-        for tool in ("kubexm", "asyncssh"):
-            timed([*drive, tool, "a", str(hosts_json), str(key)], env)
+        cluster_file = work / "cluster.yaml"
+        cluster_file.write_text(cluster_text([{"name": h.name, "address": h.address} for h in hosts], str(key)))
+        cli = [str(Path(PY).with_name("kubexm")), "run", "command", "-f", str(cluster_file), "--no-sudo", "--", "true"]
         def argv_for(tool: str, w: str) -> list[str]:
             if tool in ("pyinfra", "ansible"):
                 return peers.command(tool, w, work / "peers", venv, args.hosts)
             if tool == "single":  # the file to one host: what "at most 2x a single copy" compares with
                 return [*drive, "asyncssh", "d1", str(hosts_json), str(key), str(blob)]
+            if w == "a" and tool.startswith("kubexm"):
+                return cli
             return [*drive, tool.removesuffix("-cold"), w, str(hosts_json), str(key), str(blob)]
 
+        # Warm-up: host keys learned, caches filled; not measured.
+        for argv in (cli, [*drive, "kubexm", "b", str(hosts_json), str(key)], argv_for("asyncssh", "a")):
+            timed(argv, env)
         for w in workloads:
             results[w] = {t: [] for t in TOOLS[w] if t in tools}
             for it in range(args.iterations):
