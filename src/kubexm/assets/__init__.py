@@ -21,8 +21,8 @@ from typing import Any
 from ruamel.yaml import YAML
 
 from kubexm import paths
-from kubexm.engine.context import sha256_file
 from kubexm.errors import KubexmError
+from kubexm.hosts.digest import sha256_file
 
 MANIFEST = "manifest.yaml"
 

@@ -13,7 +13,7 @@ from kubexm.engine.events import Event, EventBus
 from kubexm.engine.selectors import DEPLOY
 from kubexm.errors import CommandFailed
 from kubexm.hosts.base import CommandResult, ConnectOptions
-from kubexm.hosts.digest import LARGE_FILE, parse_sha256, sha256_command
+from kubexm.hosts.digest import LARGE_FILE, parse_sha256, sha256_command, sha256_file
 from kubexm.hosts.facts import FACTS_SCRIPT, Facts, parse_facts
 from kubexm.hosts.pool import ConnectionPool
 from kubexm.spec.models import Cluster, Host
@@ -33,14 +33,6 @@ class RunOptions:
     force: bool = False
     connect: ConnectOptions = field(default_factory=ConnectOptions)
     extra: dict[str, Any] = field(default_factory=dict)  # command-specific inputs (e.g. the command of `run command`)
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class HostContext:

@@ -8,11 +8,22 @@ sha256sum: it starts in a third of openssl's time, which is what dominates for c
 
 from __future__ import annotations
 
+import hashlib
 import shlex
 from collections.abc import Iterable
+from pathlib import Path
 
 # From this size on, hashing costs more than openssl's slower start (~6 ms): worth ``fast``.
 LARGE_FILE = 4 << 20
+
+
+def sha256_file(path: Path) -> str:
+    """A local file's sha256 (OpenSSL-backed in hashlib), read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _operand(path: str) -> str:
@@ -21,7 +32,8 @@ def _operand(path: str) -> str:
 
 
 def sha256_command(paths: Iterable[str], *, fast: bool = False) -> str:
-    """A command printing ``<sha256> <space><space or *><path>`` per readable file; missing files print nothing."""
+    """A command printing ``<sha256> <space><space or *><path>`` per readable file; missing files print nothing.
+    No paths: the digest of standard input."""
     operands = " ".join(_operand(p) for p in paths)
     if not fast:
         return f"sha256sum {operands} 2>/dev/null"

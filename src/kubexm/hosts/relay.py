@@ -10,25 +10,18 @@ the result is the same as uploading to everyone, only faster.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import posixpath
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from kubexm.hosts.digest import sha256_command, sha256_file
+
 if TYPE_CHECKING:
     from kubexm.engine.context import RunContext
 
 PORT = 47123
-
-
-def sha256_path(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @dataclass
@@ -50,8 +43,6 @@ def chains(hosts: list[str], seeds: int) -> list[list[str]]:
 STALL = 10
 # socat moves 8 KiB per system call by default; 128 KiB cuts the calls (and CPU) per hop by an order.
 BUFFER = 131072
-# Reads the file once more from the page cache; openssl where present (sha256sum is ~8x slower, see digest.py).
-_HASH = "if command -v openssl >/dev/null 2>&1; then openssl dgst -sha256 -r; else sha256sum; fi"
 
 
 def _forward(next_ip: str | None, port: int) -> str:
@@ -61,7 +52,8 @@ def _forward(next_ip: str | None, port: int) -> str:
 
 
 def _verify(tmp: str, digest: str) -> str:
-    return f"test \"$({_HASH} < {tmp} | cut -d' ' -f1)\" = {digest}"
+    # Reads the copy once more, from the page cache, with digest.py's fast form (openssl where present).
+    return f"test \"$({sha256_command((), fast=True)} < {tmp} | cut -d' ' -f1)\" = {digest}"
 
 
 def _receive_script(tmp: str, digest: str, listen_ip: str, next_ip: str | None, port: int, wait: int) -> str:
@@ -78,7 +70,7 @@ def _seed_script(tmp: str, digest: str, next_ip: str | None, port: int) -> str:
 async def distribute(run: RunContext, hosts: list[str], source: Path, remote: str, *, mode: int = 0o644,
                      seeds: int = 2, port: int = PORT, wait: int = 600) -> Distribution:
     """Put ``source`` at ``remote`` on every host; returns how each got it."""
-    digest = await asyncio.to_thread(sha256_path, source)
+    digest = await asyncio.to_thread(sha256_file, source)
     size = source.stat().st_size
     result = Distribution()
     have = await asyncio.gather(*(run.host(h).sha256(remote, large=True) for h in hosts))
@@ -112,6 +104,7 @@ async def _stage(run: RunContext, hosts: list[str], remote: str) -> dict[str, st
         user = shlex.quote(run.cluster.host(h).user)
         res = await run.host(h).run(
             f"command -v socat >/dev/null && command -v tee >/dev/null && mkdir -p {parent} && "
+            # XXXXXX: mktemp's template, replaced by random characters on the host
             f"d=$(mktemp -d {parent}/.kubexm-relay-XXXXXX) && chown {user} \"$d\" && echo \"$d\"", check=False)
         out = res.stdout.strip()
         return h, out if res.ok and out.startswith("/") else None

@@ -47,13 +47,21 @@ def parse_cluster(
     text: str, source: str = "<cluster>", overrides: Sequence[str] = (), validate: bool = True
 ) -> Cluster:
     """Parse YAML text into a Cluster; ``overrides`` are ``key.path=value`` settings applied first."""
-    cached = parse_cache.load(text)
+    entry = parse_cache.entry(text)
+    cached = parse_cache.load(entry)
     if cached is not None:
-        cluster = _quiet_validate(cached, overrides, validate)
-        if cluster is not None:
-            return cluster
+        try:
+            return _build(cached, source, overrides, validate)
+        except SpecError:
+            pass  # the errors are made again below from ruamel's data, which knows every line
     data = _parse_yaml(text, source)
-    parse_cache.store(text, data)
+    parse_cache.store(entry, data)
+    return _build(data, source, overrides, validate)
+
+
+def _build(data: dict[str, Any], source: str, overrides: Sequence[str], validate: bool) -> Cluster:
+    """Overrides, header, models and cross-field checks on parsed data. Errors name lines when ``data`` is
+    ruamel's (a cached plain dict has none)."""
     for item in overrides:
         apply_override(data, item)
     problems = _header_problems(data, source)
@@ -69,25 +77,6 @@ def parse_cluster(
         cross = validate_cluster(cluster)
         if cross:
             raise SpecError([f"{source}:{_line_of_path(data, p)}: {p}" for p in cross])
-    return cluster
-
-
-def _quiet_validate(data: dict[str, Any], overrides: Sequence[str], validate: bool) -> Cluster | None:
-    """The cluster from already parsed data, or None at the first problem: errors are made (with line
-    numbers) by the full path, from the text."""
-    try:
-        for item in overrides:
-            apply_override(data, item)
-        if data.get("apiVersion") != API_VERSION or data.get("kind") != KIND:
-            return None
-        cluster = Cluster.model_validate(data)
-    except (SpecError, ValidationError):
-        return None
-    if validate:
-        from kubexm.spec.validate import validate_cluster
-
-        if validate_cluster(cluster):
-            return None
     return cluster
 
 
@@ -130,7 +119,7 @@ def _parse_yaml(text: str, source: str) -> CommentedMap:
     return data
 
 
-def _header_problems(data: CommentedMap, source: str) -> list[str]:
+def _header_problems(data: dict[str, Any], source: str) -> list[str]:
     problems = []
     api = data.get("apiVersion")
     if api != API_VERSION:
@@ -217,7 +206,7 @@ def _inner_model(annotation: Any) -> Any:
     return None
 
 
-def _format_errors(exc: ValidationError, data: CommentedMap, source: str) -> list[str]:
+def _format_errors(exc: ValidationError, data: dict[str, Any], source: str) -> list[str]:
     problems: list[str] = []
     for err in exc.errors(include_url=False, include_input=False):
         loc: Loc = tuple(err["loc"])

@@ -36,15 +36,16 @@ def _parser_stamp() -> str:
     return origin
 
 
-def _entry(text: str) -> Path:
+def entry(text: str) -> Path:
+    """Where the data ``text`` parses to is kept."""
     key = hashlib.sha256(f"v1\0{_parser_stamp()}\0{text}".encode()).hexdigest()
     return home() / "cache" / "spec" / f"{key[:32]}.json"
 
 
-def load(text: str) -> dict[str, Any] | None:
-    """The data ``text`` parsed to before, or None."""
+def load(path: Path) -> dict[str, Any] | None:
+    """The data kept at ``path`` (from ``entry``), or None."""
     try:
-        data = json.loads(_entry(text).read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
@@ -71,13 +72,12 @@ def _plain(value: Any) -> Any:
     raise TypeError(type(value).__name__)  # timestamps, tagged values: not cached
 
 
-def store(text: str, data: Any) -> None:
-    """Keep ``data`` (freshly parsed from ``text``) for the next load; best effort."""
+def store(path: Path, data: Any) -> None:
+    """Keep ``data`` (freshly parsed from the text of ``path``) for the next load; best effort."""
     try:
         plain = _plain(data)
     except TypeError:
         return
-    path = _entry(text)
     with contextlib.suppress(OSError):
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")

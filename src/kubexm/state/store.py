@@ -178,12 +178,9 @@ class Store:
                 (time.time(), status, summary, stopped_at, run_id),
             )
 
-    def record_step(self, run_id: str, record: Any) -> None:
-        """Store one step result (an engine StepRecord or anything with the same fields)."""
-        self.record_steps(run_id, [record])
-
     def record_steps(self, run_id: str, records: Sequence[Any]) -> None:
-        """Store step results in one transaction (one sync of the database file for all of them)."""
+        """Store step results (engine StepRecords or anything with the same fields) in one transaction: one
+        sync of the database file for all of them."""
         with self.tx() as db:
             db.executemany(
                 "INSERT INTO step_results(run_id, module, task, host, step, status, message, duration, "

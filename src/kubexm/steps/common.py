@@ -50,7 +50,7 @@ class PutFile(Step):
     def _want(self) -> str:
         if isinstance(self.source, bytes):
             return hashlib.sha256(self.source).hexdigest()
-        from kubexm.engine.context import sha256_file
+        from kubexm.hosts.digest import sha256_file
 
         return sha256_file(Path(self.source))
 
