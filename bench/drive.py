@@ -100,6 +100,11 @@ async def with_kubexm(workload: str, hosts: list[dict[str, str]], key: str, blob
 def main() -> None:
     tool, workload, hosts_json, key = sys.argv[1:5]
     blob = sys.argv[5] if len(sys.argv) > 5 else None
+    if tool == "kubexm":
+        # What `kubexm run task` does first: a keeper that is not running yet starts beside the imports.
+        from kubexm.hosts.keeper import prestart
+
+        prestart()
     hosts = load_hosts(hosts_json)
     if tool == "kubexm":
         asyncio.run(with_kubexm(workload, hosts, key, blob))

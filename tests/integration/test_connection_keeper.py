@@ -135,6 +135,61 @@ async def test_idle_keeper_exits_and_removes_its_socket(sshd: SSHD, stop_keeper:
 async def test_no_keeper_possible_means_a_direct_connection(
         sshd: SSHD, stop_keeper: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sys, "executable", "/bin/false")  # the keeper cannot start
-    monkeypatch.setattr(kept, "_started", {})
+    monkeypatch.setattr(keeper, "_started", {})
     assert await one_run(cluster(sshd, sshd.key), "echo direct") == "direct"
     assert not keeper_pids(stop_keeper)
+
+
+async def test_keeper_started_ahead_of_a_run_serves_it(
+        sshd: SSHD, stop_keeper: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(keeper, "_started", {})
+    monkeypatch.setenv("KUBEXM_PERSIST", "30")
+    keeper.prestart()  # what a command line that reaches hosts does before loading anything else
+    [early] = keeper_pids(stop_keeper)
+    keeper.prestart()  # a second call in the same process starts nothing more
+    assert await one_run(cluster(sshd, sshd.key), "echo served") == "served"
+    assert keeper_pids(stop_keeper) == [early]
+
+
+async def test_no_keeper_is_started_ahead_when_turned_off(
+        stop_keeper: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(keeper, "_started", {})
+    monkeypatch.setenv("KUBEXM_PERSIST", "0")
+    keeper.prestart()
+    assert not keeper_pids(stop_keeper) and not keeper_socket(stop_keeper).exists()
+
+
+async def test_keeper_that_never_gets_a_client_leaves_early(stop_keeper: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # e.g. the run stopped at a malformed cluster file: its keeper does not wait out the whole persist time.
+    monkeypatch.setattr(keeper, "_started", {})
+    sock = keeper.socket_path()
+    assert sock == keeper_socket(stop_keeper)
+    proc = keeper.start(sock, persist=300, unused_grace=1)
+    assert proc is not None
+    deadline = time.monotonic() + 10
+    while not sock.exists() and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert sock.exists()
+    assert proc.wait(timeout=10) == 0
+    assert not sock.exists()
+
+
+def test_keeper_dials_without_loading_the_spec_models() -> None:
+    # The keeper gets plain Login dicts; pydantic would cost it ~20 MB and part of a first run's start-up.
+    probe = ("import sys, kubexm.hosts.keeper, kubexm.hosts.ssh; "
+             "print(sorted(m for m in sys.modules if m.startswith(('pydantic', 'kubexm.spec'))))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_a_command_line_that_reaches_hosts_starts_the_keeper_first(stop_keeper: Path, tmp_path: Path) -> None:
+    env = dict(os.environ, KUBEXM_HOME=str(stop_keeper), KUBEXM_PERSIST="30")
+    kubexm = [sys.executable, "-m", "kubexm"]
+    # A command that reaches no host starts none.
+    subprocess.run([*kubexm, "create", "config", "-o", str(tmp_path / "c.yaml")], env=env, capture_output=True)
+    assert not keeper_pids(stop_keeper)
+    # One that does starts it before it even reads the cluster file (here: a missing one).
+    res = subprocess.run([*kubexm, "run", "command", "-f", str(tmp_path / "missing.yaml"), "--", "true"],
+                         env=env, capture_output=True, text=True)
+    assert res.returncode != 0 and "missing.yaml" in res.stderr
+    assert len(keeper_pids(stop_keeper)) == 1

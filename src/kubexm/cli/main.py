@@ -44,6 +44,10 @@ VERBS: dict[str, tuple[str, str]] = {
     "lab": ("kubexm.cli.lab", "app"),  # optional tooling for tests and demos; the CLI works without it
 }
 _registered: set[str] = set()
+# Command lines that reach hosts over SSH (a verb, or a verb and its noun). For these the connection keeper
+# is started first thing, so that its start-up runs beside this process's imports rather than after them.
+REACHES_HOSTS = frozenset({"run", "create cluster", "add", "delete", "upgrade", "backup", "restore", "certs",
+                           "cordon", "uncordon", "restart"})
 
 
 def register(verbs: Sequence[str] | None = None) -> typer.Typer:
@@ -74,6 +78,12 @@ def _verbs_for(args: Sequence[str]) -> list[str] | None:
     return [args[0]] if args[0] in VERBS else None
 
 
+def _reaches_hosts(args: Sequence[str]) -> bool:
+    if not args or "--help" in args or os.environ.get("_KUBEXM_COMPLETE"):
+        return False
+    return args[0] in REACHES_HOSTS or " ".join(args[:2]) in REACHES_HOSTS
+
+
 @app.command("version")
 def version() -> None:
     """Print kubexm's version."""
@@ -100,6 +110,10 @@ def completion(shell: Annotated[str, typer.Argument(help="bash, zsh, fish or pow
 def run_cli(args: Sequence[str] | None = None) -> int:
     """Run the CLI and return its exit code; expected failures print `error:` and `hint:` lines."""
     argv = list(args) if args is not None else sys.argv[1:]
+    if _reaches_hosts(argv):
+        from kubexm.hosts.keeper import prestart
+
+        prestart()
     try:
         register(_verbs_for(argv))(args=argv, prog_name="kubexm")
     except SystemExit as exc:  # Typer always ends a standalone invocation this way

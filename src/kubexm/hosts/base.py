@@ -11,6 +11,7 @@ import shlex
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 # The name under which the machine running kubexm appears in results and selectors.
 DEPLOY = "deploy-machine"
@@ -40,6 +41,38 @@ class ConnectOptions:
     # Seconds SSH connections outlive the run in the connection keeper (hosts/keeper.py); 0: none. The CLI
     # sets it from KUBEXM_PERSIST (default 60); library callers opt in.
     persist: float = 0.0
+
+
+@dataclass(frozen=True)
+class Login:
+    """How to reach and log in to one SSH endpoint (a host or a bastion), with secrets as plain text.
+
+    What ``SSHConnection`` dials with. It is built from the cluster file's Host or Bastion, and the
+    connection keeper receives it as a dict: the keeper dials without loading the spec models (pydantic
+    costs it ~20 MB and a quarter of a second of start-up). Secrets stay out of repr.
+    """
+
+    name: str
+    address: str
+    port: int = 22
+    user: str = "root"
+    password: str | None = field(default=None, repr=False)
+    private_key_path: str | None = None
+    private_key_passphrase: str | None = field(default=None, repr=False)
+    sudo_password: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def of(cls, spec: Any) -> Login:
+        """From a spec Host or Bastion (fields a Bastion lacks stay None); a Login is returned as it is."""
+        if isinstance(spec, Login):
+            return spec
+
+        def secret(name: str) -> str | None:
+            value = getattr(spec, name, None)
+            return None if value is None else str(value.get_secret_value())
+
+        return cls(spec.name, spec.address, spec.port, spec.user, secret("password"), spec.private_key_path,
+                   secret("private_key_passphrase"), secret("sudo_password"))
 
 
 def sudo_wrap(command: str, *, password_needed: bool) -> tuple[str, bool]:

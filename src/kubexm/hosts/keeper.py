@@ -27,6 +27,7 @@ import os
 import signal
 import socket
 import struct
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -41,6 +42,9 @@ _LEN = struct.Struct(">I")
 # A connection idle for longer than this is probed before it serves a new run.
 PROBE_AFTER = 2.0
 PROBE_TIMEOUT = 5.0
+# A keeper started ahead of a run (``prestart``) that never sees a client leaves after this many seconds,
+# e.g. when the run stopped at a bad cluster file; one that served a client waits ``persist`` seconds.
+UNUSED_GRACE = 15.0
 
 
 def run_dir() -> Path:
@@ -56,6 +60,43 @@ PROTOCOL = 1
 
 def socket_path() -> Path:
     return run_dir() / f"keeper-v{PROTOCOL}.sock"
+
+
+_started: dict[str, subprocess.Popen[bytes]] = {}
+
+
+def start(path: Path, persist: float, unused_grace: float = UNUSED_GRACE) -> subprocess.Popen[bytes] | None:
+    """Start a keeper in its own session (it outlives this run); once per process and socket."""
+    if str(path) in _started:
+        return _started[str(path)]
+    argv = [sys.executable, "-m", "kubexm.hosts.keeper", str(path), str(persist), str(unused_grace)]
+    with open(path.with_suffix(".log"), "ab") as log:
+        try:
+            proc = subprocess.Popen(argv,
+                                    stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+                                    close_fds=True)
+        except OSError:
+            return None
+    _started[str(path)] = proc
+    return proc
+
+
+def prestart() -> None:
+    """Start the keeper now when this run will want one and none is listening.
+
+    Called at the very start of a command that reaches hosts: the keeper's own start (an interpreter,
+    asyncssh, the spec models) then overlaps this process's imports and cluster-file parsing on another
+    core, instead of following them. Never fails: the run's first connection starts or finds one anyway.
+    """
+    persist = persist_seconds()
+    if persist <= 0:
+        return
+    try:
+        path = socket_path()
+        if not path.exists():
+            start(path, persist)
+    except OSError:
+        return
 
 
 def persist_seconds() -> float:
@@ -105,19 +146,20 @@ def error_reply(exc: BaseException) -> dict[str, Any]:
 
 # -- the keeper process ----------------------------------------------------------------------------------
 class Keeper:
-    def __init__(self, persist: float) -> None:
+    def __init__(self, persist: float, unused_grace: float = UNUSED_GRACE) -> None:
         self.persist = persist
+        self.unused_grace = unused_grace
         self.conns: dict[str, Any] = {}  # identity -> SSHConnection
         self.used: dict[str, float] = {}  # identity -> monotonic time of last use
         self.dialing: dict[str, asyncio.Lock] = {}
         self.clients = 0
+        self.served = 0  # client streams so far
         self.last_activity = time.monotonic()
 
     async def connection(self, target: dict[str, Any]) -> Any:
         """The shared connection for one host identity: reused (after a probe when idle) or dialled."""
-        from kubexm.hosts.base import ConnectOptions
+        from kubexm.hosts.base import ConnectOptions, Login
         from kubexm.hosts.ssh import SSHConnection
-        from kubexm.spec.models import Bastion, Host
 
         identity = hashlib.sha256(json.dumps(target, sort_keys=True).encode()).hexdigest()
         async with self.dialing.setdefault(identity, asyncio.Lock()):
@@ -135,8 +177,8 @@ class Keeper:
                     accept_new_host_keys=opts["accept_new_host_keys"],
                     replace_host_keys=frozenset(opts["replace_host_keys"]),
                     connect_timeout=opts["connect_timeout"], command_timeout=opts["command_timeout"])
-                bastion = Bastion.model_validate(target["bastion"]) if target.get("bastion") else None
-                conn = SSHConnection(Host.model_validate(target["host"]), options, bastion=bastion)
+                bastion = Login(**target["bastion"]) if target.get("bastion") else None
+                conn = SSHConnection(Login(**target["host"]), options, bastion=bastion)
                 await conn.open()
                 self.conns[identity] = conn
             self.used[identity] = time.monotonic()
@@ -150,6 +192,7 @@ class Keeper:
             writer.close()
             return
         self.clients += 1
+        self.served += 1
         conn: Any = None
         try:
             while (request := await read_frame(reader)) is not None:
@@ -200,8 +243,8 @@ class Keeper:
         await asyncio.gather(*(c.close() for c in conns), return_exceptions=True)
 
 
-async def serve(sock_path: Path, persist: float) -> None:
-    keeper = Keeper(persist)
+async def serve(sock_path: Path, persist: float, unused_grace: float = UNUSED_GRACE) -> None:
+    keeper = Keeper(persist, unused_grace)
     server = await asyncio.start_unix_server(keeper.handle, path=str(sock_path))
     os.chmod(sock_path, 0o600)
     stop = asyncio.Event()
@@ -211,10 +254,11 @@ async def serve(sock_path: Path, persist: float) -> None:
     try:
         while not stop.is_set():
             idle = time.monotonic() - keeper.last_activity
-            if keeper.clients == 0 and idle >= persist:
+            wait = persist if keeper.served else min(persist, keeper.unused_grace)
+            if keeper.clients == 0 and idle >= wait:
                 break
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=min(1.0, max(0.05, persist - idle)))
+                await asyncio.wait_for(stop.wait(), timeout=min(1.0, max(0.05, wait - idle)))
     finally:
         # Unlinked while the lock is still held: no other keeper can have bound this path meanwhile.
         with contextlib.suppress(FileNotFoundError):
@@ -224,8 +268,9 @@ async def serve(sock_path: Path, persist: float) -> None:
 
 
 def main(argv: list[str]) -> int:
-    """``python -m kubexm.hosts.keeper SOCKET PERSIST``; started by the first kubexm run that needs it."""
+    """``python -m kubexm.hosts.keeper SOCKET PERSIST [UNUSED_GRACE]``; started by a kubexm run."""
     sock_path, persist = Path(argv[0]), float(argv[1])
+    unused_grace = float(argv[2]) if len(argv) > 2 else UNUSED_GRACE
     # One keeper per socket. Two runs may start one at the same moment; a keeper that is just exiting still
     # holds the lock for a moment: wait briefly, then leave it to the one that holds it.
     lock = open(sock_path.with_suffix(".lock"), "a")  # noqa: SIM115  held for the keeper's whole life
@@ -240,7 +285,10 @@ def main(argv: list[str]) -> int:
             time.sleep(0.05)
     with contextlib.suppress(FileNotFoundError):
         sock_path.unlink()  # left by a keeper that was killed
-    asyncio.run(serve(sock_path, persist))
+    # What dialling needs, loaded before listening: a client that connects meanwhile simply waits for the
+    # socket, and the first connections are not held up behind these imports on the event loop.
+    import kubexm.hosts.ssh  # noqa: F401
+    asyncio.run(serve(sock_path, persist, unused_grace))
     return 0
 
 

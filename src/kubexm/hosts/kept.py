@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -19,8 +18,7 @@ from typing import Any
 
 from kubexm import errors
 from kubexm.hosts import keeper
-from kubexm.hosts.base import CommandResult, Connection, ConnectOptions
-from kubexm.spec.dump import plain_data
+from kubexm.hosts.base import CommandResult, Connection, ConnectOptions, Login
 from kubexm.spec.models import Bastion, Host
 
 START_TIMEOUT = 10.0
@@ -34,8 +32,8 @@ def target(host: Host, options: ConnectOptions, bastion: Bastion | None) -> dict
     """Everything the keeper needs to dial ``host`` as this run would; also the identity it shares under."""
     return {
         # Secrets revealed: they go to the keeper over the private socket only, never argv or logs.
-        "host": plain_data(host.model_dump(by_alias=True, mode="python"), secrets=True),
-        "bastion": plain_data(bastion.model_dump(by_alias=True, mode="python"), secrets=True) if bastion else None,
+        "host": dataclasses.asdict(Login.of(host)),
+        "bastion": dataclasses.asdict(Login.of(bastion)) if bastion else None,
         "options": {"known_hosts": str(options.known_hosts) if options.known_hosts else None,
                     "accept_new_host_keys": options.accept_new_host_keys,
                     "replace_host_keys": sorted(options.replace_host_keys),
@@ -48,7 +46,7 @@ async def _open_stream(path: Path, persist: float) -> tuple[asyncio.StreamReader
         return await asyncio.open_unix_connection(str(path))
     except (FileNotFoundError, ConnectionRefusedError):
         pass
-    proc = _start(path, persist)
+    proc = keeper.start(path, persist)
     deadline = time.monotonic() + START_TIMEOUT
     while True:
         try:
@@ -61,23 +59,6 @@ async def _open_stream(path: Path, persist: float) -> tuple[asyncio.StreamReader
                 raise KeeperDown(f"no connection keeper on {path}") from exc
             await asyncio.sleep(0.02)
 
-
-_started: dict[str, subprocess.Popen[bytes]] = {}
-
-
-def _start(path: Path, persist: float) -> subprocess.Popen[bytes] | None:
-    """Start a keeper in its own session (it outlives this run); once per process and socket."""
-    if str(path) in _started:
-        return _started[str(path)]
-    with open(path.with_suffix(".log"), "ab") as log:
-        try:
-            proc = subprocess.Popen([sys.executable, "-m", "kubexm.hosts.keeper", str(path), str(persist)],
-                                    stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
-                                    close_fds=True)
-        except OSError:
-            return None
-    _started[str(path)] = proc
-    return proc
 
 
 class KeptConnection(Connection):

@@ -14,15 +14,17 @@ import shlex
 import uuid
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncssh
 
 from kubexm import paths
 from kubexm.errors import AuthenticationError, ConnectionFault, HostKeyError, KubexmError
-from kubexm.hosts.base import CommandResult, Connection, ConnectOptions, sudo_wrap
+from kubexm.hosts.base import CommandResult, Connection, ConnectOptions, Login, sudo_wrap
 from kubexm.hosts.known_hosts import KnownHosts, KnownKey
-from kubexm.spec.models import Bastion, Host
+
+if TYPE_CHECKING:
+    from kubexm.spec.models import Bastion, Host
 
 # Transport failures after the connection was made: the engine retries these.
 _TRANSPORT_ERRORS = (
@@ -111,17 +113,16 @@ def _connect_kwargs(user: str, password: str | None, key_path: str | None, passp
 
 
 class SSHConnection(Connection):
-    def __init__(self, host: Host, options: ConnectOptions, bastion: Bastion | None = None) -> None:
-        self.name = host.name
-        self.host = host
-        self.user = host.user
+    def __init__(self, host: Host | Login, options: ConnectOptions, bastion: Bastion | Login | None = None) -> None:
+        self.host = Login.of(host)
+        self.name = self.host.name
+        self.user = self.host.user
         self.options = options
-        self.bastion = bastion
+        self.bastion = Login.of(bastion) if bastion is not None else None
         self._conn: asyncssh.SSHClientConnection | None = None
         self._tunnel: asyncssh.SSHClientConnection | None = None
         self._sftp: asyncssh.SFTPClient | None = None
-        sudo = host.sudo_password or host.password
-        self._sudo_password = sudo.get_secret_value() if sudo else None
+        self._sudo_password = self.host.sudo_password or self.host.password
 
     # -- connecting -----------------------------------------------------------------------
     async def open(self) -> None:
@@ -132,18 +133,11 @@ class SSHConnection(Connection):
         tunnel = None
         if self.bastion is not None:
             b = self.bastion
-            pw = b.password.get_secret_value() if b.password else None
             tunnel = await self._dial(b.name, b.address, b.port,
-                                      _connect_kwargs(b.user, pw, b.private_key_path, None, b.name), None)
+                                      _connect_kwargs(b.user, b.password, b.private_key_path, None, b.name), None)
             self._tunnel = tunnel
         h = self.host
-        kwargs = _connect_kwargs(
-            h.user,
-            h.password.get_secret_value() if h.password else None,
-            h.private_key_path,
-            h.private_key_passphrase.get_secret_value() if h.private_key_passphrase else None,
-            h.name,
-        )
+        kwargs = _connect_kwargs(h.user, h.password, h.private_key_path, h.private_key_passphrase, h.name)
         try:
             self._conn = await self._dial(h.name, h.address, h.port, kwargs, tunnel)
         except BaseException:
