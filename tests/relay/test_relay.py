@@ -9,12 +9,14 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from kubexm.engine import RunContext, RunOptions
+from kubexm.hosts import relay
 from kubexm.hosts.relay import PORT, distribute
 from kubexm.spec.loader import parse_cluster
 
@@ -26,8 +28,8 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[list[bench_hosts.BenchHost], Path]]:
-    if os.geteuid() != 0 or not shutil.which("socat"):
-        pytest.fail("relay tests need root and socat (`make test` installs socat)")
+    if os.geteuid() != 0 or not shutil.which("socat") or not shutil.which("nft"):
+        pytest.fail("relay tests need root, socat and nft (`make test` installs them)")
     hosts, key = bench_hosts.setup(5, tmp_path_factory.mktemp("relay"))
     try:
         yield hosts, key
@@ -100,4 +102,37 @@ def test_a_failed_relay_hop_falls_back_to_direct_upload(fleet: tuple, tmp_path: 
     assert set(copies(hosts).values()) == {want}
     assert dist.how[hosts[2].name] == "direct" and hosts[2].name in dist.relay_failures  # type: ignore[attr-defined]
     assert dist.how[hosts[0].name] == "relay"  # type: ignore[attr-defined]
+    assert not [p for h in hosts for p in (bench_hosts.WORK / h.name).glob(".kubexm-relay-*")]
+
+
+def test_a_firewall_dropping_the_relay_port_costs_seconds_then_direct_uploads(
+        fleet: tuple, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    hosts, key = fleet
+    blob = tmp_path / "blob3.bin"
+    blob.write_bytes(os.urandom(4 << 20))
+    for h in hosts:
+        (bench_hosts.WORK / h.name / "blob.bin").unlink(missing_ok=True)
+    # h003 silently drops the relay port (no refusal, nothing answers), as a firewall between nodes would.
+    # Fewer connect attempts than in production keep the test short; the behaviour is the same.
+    monkeypatch.setattr(relay, "RETRIES", 5)
+    ns = hosts[2].netns
+    nft = ["ip", "netns", "exec", ns, "nft"]
+    subprocess.run([*nft, "add table inet kxtest"], check=True)
+    try:
+        subprocess.run([*nft, "add chain inet kxtest in { type filter hook input priority 0; }"], check=True)
+        subprocess.run([*nft, f"add rule inet kxtest in tcp dport {PORT} drop"], check=True)
+        start = time.monotonic()
+        dist = run_distribute(hosts, key, blob, tmp_path / "home")
+        elapsed = time.monotonic() - start
+    finally:
+        subprocess.run([*nft, "delete table inet kxtest"], check=False)
+    want = hashlib.sha256(blob.read_bytes()).hexdigest()
+    assert set(copies(hosts).values()) == {want}
+    # The chain h001 -> h003 -> h005 broke at its first link: the seed says so, and the hosts behind it
+    # stop waiting at once instead of after the relay's grace period.
+    assert dist.unreachable == [(hosts[0].name, hosts[2].name)]  # type: ignore[attr-defined]
+    how = dist.how  # type: ignore[attr-defined]
+    assert how[hosts[2].name] == how[hosts[4].name] == "direct"
+    assert how[hosts[0].name] == how[hosts[1].name] == how[hosts[3].name] == "relay"
+    assert elapsed < 60, elapsed  # not a benchmark: a dropped port must not hold the hosts behind it for minutes
     assert not [p for h in hosts for p in (bench_hosts.WORK / h.name).glob(".kubexm-relay-*")]

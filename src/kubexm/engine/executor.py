@@ -92,6 +92,17 @@ def _defined_in(obj: object, attr: str) -> type | None:
     return next((cls for cls in type(obj).__mro__ if attr in cls.__dict__), None)
 
 
+def task_targets(run: RunContext, task: Task, allowed: set[str] | None = None) -> list[str]:
+    """The hosts ``task`` works on in this run: its selector, narrowed by --nodes (``allowed``, computed when
+    not given) unless the task needs the whole cluster."""
+    if allowed is None and run.options.nodes:
+        allowed = set(match_hosts(run.cluster, run.options.nodes))
+    names = task.hosts(run.cluster)
+    if allowed is None or task.whole_cluster:
+        return names
+    return [n for n in names if n == DEPLOY or n in allowed]
+
+
 class Executor:
     def __init__(self, run: RunContext) -> None:
         self.run = run
@@ -133,10 +144,7 @@ class Executor:
 
     # -- internals -----------------------------------------------------------------------
     def targets(self, task: Task) -> list[str]:
-        names = task.hosts(self.run.cluster)
-        if self._allowed is None or task.whole_cluster:
-            return names
-        return [n for n in names if n == DEPLOY or n in self._allowed]
+        return task_targets(self.run, task, self._allowed)
 
     async def _run_task(self, module: Module | None, task: Task) -> bool:
         run, mname = self.run, module.name if module else None

@@ -30,6 +30,7 @@ class Distribution:
 
     how: dict[str, str] = field(default_factory=dict)
     relay_failures: dict[str, str] = field(default_factory=dict)
+    unreachable: list[tuple[str, str]] = field(default_factory=list)  # (hop, next hop) it could not pass it on to
     bytes_sent: int = 0  # by the deploy machine
 
 
@@ -41,6 +42,13 @@ def chains(hosts: list[str], seeds: int) -> list[list[str]]:
 
 # -T: a hop that stops moving data for this long is given up on (a stalled peer must not hold the chain).
 STALL = 10
+# Connecting to the next hop: its listener may start a moment after this hop does (refused: retried every
+# 50 ms, ~5 s in all); a firewall that drops the port answers nothing, and each attempt then ends after
+# CONNECT_TIMEOUT, so such a hop gives up within about a minute and the hosts behind it get direct uploads.
+CONNECT_TIMEOUT = 1
+RETRIES = 60
+# What a hop prints (stderr) when it could not pass the stream on: the hops behind it stop waiting at once.
+FORWARD_FAILED = "kubexm-relay: forward failed"
 # socat moves 8 KiB per system call by default; 128 KiB cuts the calls (and CPU) per hop by an order.
 BUFFER = 131072
 
@@ -48,7 +56,9 @@ BUFFER = 131072
 def _forward(next_ip: str | None, port: int) -> str:
     if not next_ip:
         return "cat >/dev/null"
-    return f"socat -b {BUFFER} -T {STALL} -u STDIN TCP:{next_ip}:{port},retry=100,interval=0.05"
+    socat = (f"socat -b {BUFFER} -T {STALL} -u STDIN "
+             f"TCP:{next_ip}:{port},connect-timeout={CONNECT_TIMEOUT},retry={RETRIES},interval=0.1")
+    return f"{{ {socat} || echo '{FORWARD_FAILED}' >&2; }}"
 
 
 def _verify(tmp: str, digest: str) -> str:
@@ -113,6 +123,10 @@ async def _stage(run: RunContext, hosts: list[str], remote: str) -> dict[str, st
     return {h: d for h, d in answers if d}
 
 
+def _why(stderr: str, exit_status: int) -> str:
+    return stderr.strip()[-200:] or f"exit {exit_status}"
+
+
 async def _relay(run: RunContext, staged: dict[str, str], source: Path, digest: str, remote: str, mode: int,
                  seeds: int, port: int, wait: int, result: Distribution) -> set[str]:
     todo = list(staged)
@@ -130,40 +144,60 @@ async def _relay(run: RunContext, staged: dict[str, str], source: Path, digest: 
         else:
             result.relay_failures[h] = why if not res_ok else (done.stderr.strip() or f"exit {done.exit_status}")
 
-    async def receiver(h: str, nxt: str | None) -> None:
+    def passed_on(h: str, nxt: str | None, stderr: str) -> bool:
+        if FORWARD_FAILED in stderr and nxt:
+            result.unreachable.append((h, nxt))
+            return False
+        return True
+
+    async def receiver(h: str, nxt: str | None) -> bool:
+        """This hop's copy, placed; True when it also passed the stream on to ``nxt``."""
         try:
             res = await run.host(h).run(_receive_script(tmp[h], digest, ips[h], ips.get(nxt) if nxt else None,
                                                         port, wait), sudo=False, check=False, timeout=wait + 30)
-            await finish(h, res.ok, res.stderr.strip()[-200:] or f"exit {res.exit_status}")
+            await finish(h, res.ok, _why(res.stderr, res.exit_status))
+            return passed_on(h, nxt, res.stderr)
         except Exception as exc:
             result.relay_failures[h] = str(exc)
+            return False
 
-    async def seed(chain: list[str]) -> None:
+    async def seed(chain: list[str]) -> bool:
         h, nxt = chain[0], (chain[1] if len(chain) > 1 else None)
         try:
             conn = await run.pool.get(h)
             res = await conn.run_streaming(_seed_script(tmp[h], digest, ips.get(nxt) if nxt else None, port), source,
                                            timeout=wait)
-            await finish(h, res.ok, res.stderr.strip()[-200:] or f"exit {res.exit_status}")
+            await finish(h, res.ok, _why(res.stderr, res.exit_status))
+            return passed_on(h, nxt, res.stderr)
         except Exception as exc:
             result.relay_failures[h] = str(exc)
+            return False
 
     async def run_chain(chain: list[str]) -> None:
         loop = asyncio.get_running_loop()
         receivers = [asyncio.ensure_future(receiver(h, chain[i + 1] if i + 1 < len(chain) else None))
                      for i, h in enumerate(chain) if i > 0]
         started = loop.time()
-        await seed(chain)
-        if not receivers:
-            return
-        # The stream has left the seed: intact hops finish within moments. A hop still waiting after a grace
-        # period sits behind a broken one; stop its listener so it falls back to a direct upload.
-        grace = max(10.0, 2 * (loop.time() - started))
-        _, pending = await asyncio.wait(receivers, timeout=grace)
-        for i, h in enumerate(chain[1:]):
-            if receivers[i] in pending:
-                await run.host(h).run(f"pkill -f {shlex.quote(f'TCP-LISTEN:{port},bind={ips[h]}')}", sudo=False,
-                                      check=False)
+        broken = None if await seed(chain) else 0  # receivers[broken:] will never get the stream
+        if broken is None and receivers:
+            # The stream has left the seed: intact hops finish one after another within moments. A hop that
+            # could not pass it on, or one still waiting after a grace period, cuts off the hops behind it.
+            deadline = loop.time() + max(10.0, 2 * (loop.time() - started))
+            for i, hop in enumerate(receivers):
+                try:
+                    forwarded = await asyncio.wait_for(asyncio.shield(hop), timeout=max(0.0, deadline - loop.time()))
+                except TimeoutError:
+                    broken = i
+                    break
+                if not forwarded:
+                    broken = i + 1
+                    break
+        if broken is not None:
+            # Stop the listeners still waiting there, so that those hosts fall back to a direct upload now.
+            for h, hop in zip(chain[1 + broken:], receivers[broken:], strict=True):
+                if not hop.done():
+                    await run.host(h).run(f"pkill -f {shlex.quote(f'TCP-LISTEN:{port},bind={ips[h]}')}",
+                                          sudo=False, check=False)
         await asyncio.gather(*receivers)
 
     await asyncio.gather(*(run_chain(c) for c in chains(todo, seeds)))

@@ -291,6 +291,10 @@ class Assets(SpecModel):
     mirror: str | None = Field(default=None, description="URL prefix replacing upstream hosts, e.g. a China mirror")
     checksums: dict[str, dict[str, dict[str, str]]] = Field(
         default_factory=dict, description="component -> version -> arch -> sha256, for versions not in the catalog")
+    relay: bool = Field(default=False, description=(
+        "nodes pass release files on to each other (TCP port 47123 between nodes, socat on the nodes), so the "
+        "deploy machine sends each file about twice instead of once per node; checksums verified at every hop, "
+        "direct upload where a hop fails"))
 
 
 class ClusterSpec(SpecModel):

@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import shlex
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kubexm.assets import Asset, AssetStore
-from kubexm.engine.context import HostContext
+from kubexm.engine.context import HostContext, RunContext
+from kubexm.engine.selectors import DEPLOY
 from kubexm.engine.step import Step
 from kubexm.errors import KubexmError, StepFailed
+from kubexm.hosts.digest import parse_sha256, sha256_command
 from kubexm.spec.models import Cluster
+
+if TYPE_CHECKING:
+    from kubexm.engine.task import Pipeline
 
 BIN = "/usr/local/bin"
 ASSET_DIR = "/var/lib/kubexm/assets"
@@ -104,3 +111,95 @@ class InstallBinaries(Step):
         await host.run(f"{script} && echo {asset.sha256} > {self.marker}", display=self.describe())
         for b in self.binaries:
             host.vars.setdefault("changed_files", set()).add(f"{BIN}/{b}")
+
+
+# A release file goes through the relay when more nodes than this need it (the relay's seeds get it directly).
+RELAY_SEEDS = 2
+
+
+@dataclass(frozen=True)
+class RelayAssets(Step):
+    """Release files the pipeline's InstallBinaries steps will upload, relayed node to node ahead of them.
+
+    Runs once, on the deploy machine (``spec.assets.relay``). Each file that more than RELAY_SEEDS nodes
+    still need goes through ``kubexm.hosts.relay``: the deploy machine sends it to two nodes, which pass
+    it on, every hop checking the sha256. The InstallBinaries steps then find it in place by its checksum
+    and only install; whatever the relay could not deliver they upload themselves, as without the relay.
+    A relay failure costs time, never the run.
+    """
+
+    pipeline: Callable[[], Pipeline] = field(compare=False)
+
+    def describe(self) -> str:
+        return "relay release files node to node (spec.assets.relay)"
+
+    async def check(self, host: HostContext) -> bool:
+        return not await self._needed(host.run_ctx)
+
+    async def run(self, host: HostContext) -> None:
+        from kubexm.hosts.relay import PORT, distribute
+
+        run = host.run_ctx
+        for asset, path, names in await self._needed(run):
+            dist = await distribute(run, names, path, f"{ASSET_DIR}/{asset.file}", mode=0o644, seeds=RELAY_SEEDS)
+            size = path.stat().st_size
+            relayed = sorted(h for h, how in dist.how.items() if how == "relay")
+            direct = sorted(h for h, how in dist.how.items() if how == "direct")
+            note = (f"{asset.file}: {len(relayed)} node(s) by relay, {len(direct)} directly; the deploy machine "
+                    f"sent {dist.bytes_sent / 1e6:.0f} MB instead of {len(names) * size / 1e6:.0f} MB")
+            if dist.unreachable:
+                a, b = dist.unreachable[0]
+                note += (f". {a} could not pass it on to {b} over TCP {PORT}: open that port between nodes, "
+                         "or set spec.assets.relay: false")
+            elif dist.relay_failures:
+                h, why = sorted(dist.relay_failures.items())[0]
+                note += f". The relay failed on {len(dist.relay_failures)} node(s), e.g. {h}: {why}"
+            elif not relayed and direct:
+                note += ". No node could take part in a relay (each needs socat, which the OS module installs)"
+            host.emit("message", step=self.name, message=note,
+                      data={"file": asset.file, "relay": relayed, "direct": direct, "bytes_sent": dist.bytes_sent,
+                            "unreachable": dist.unreachable})
+
+    async def _needed(self, run: RunContext) -> list[tuple[Asset, Path, list[str]]]:
+        """[(asset, local file, nodes that lack it)] for the files worth relaying, biggest first."""
+        from kubexm.engine.executor import task_targets
+
+        opts = run.options
+        wanted: dict[str, set[str]] = {}  # node -> components its InstallBinaries steps need
+        for _, task in self.pipeline().plan(run.cluster, opts.tags, opts.skip_tags):
+            for name in task_targets(run, task):
+                if name == DEPLOY:
+                    continue
+                try:
+                    steps = task.steps_for(run.host(name))
+                except KubexmError:
+                    continue  # that task reports it itself when it runs
+                wanted.setdefault(name, set()).update(s.component for s in steps if isinstance(s, InstallBinaries))
+        lacking = await asyncio.gather(*(_lacking(run.host(n), comps) for n, comps in wanted.items() if comps))
+        groups: dict[str, tuple[Asset, Path, list[str]]] = {}
+        for name, assets in zip([n for n, c in wanted.items() if c], lacking, strict=True):
+            for asset, path in assets:
+                groups.setdefault(asset.sha256, (asset, path, []))[2].append(name)
+        return sorted((g for g in groups.values() if len(g[2]) > RELAY_SEEDS), key=lambda g: -g[1].stat().st_size)
+
+
+async def _lacking(host: HostContext, components: set[str]) -> list[tuple[Asset, Path]]:
+    """The release files of ``components`` this node neither has installed (marker) nor holds (checksum)."""
+    found: list[tuple[str, Asset, Path]] = []
+    for component in sorted(components):
+        try:
+            asset, path = await host_asset(host, component)
+        except KubexmError:
+            continue  # e.g. not in the local source: the InstallBinaries step stops the run with the reason
+        found.append((component, asset, path))
+    if not found:
+        return []
+    markers = "; ".join(f"echo {c}=$(head -c 64 {InstallBinaries(c, ()).marker} 2>/dev/null)" for c, _, _ in found)
+    paths = [f"{ASSET_DIR}/{a.file}" for _, a, _ in found]
+    res = await host.run(f"{markers}; echo '#sha256'; {sha256_command(paths, fast=True)}; true", check=False,
+                         display="which release files are missing")
+    head, _, tail = res.stdout.partition("#sha256\n")
+    installed = dict(line.split("=", 1) for line in head.splitlines() if "=" in line)
+    digests = parse_sha256(tail)
+    return [(a, p) for c, a, p in found
+            if installed.get(c) != a.sha256 and digests.get(f"{ASSET_DIR}/{a.file}") != a.sha256]

@@ -212,8 +212,11 @@ ROLE_FIREWALL_PORTS = {
 }
 
 
-def firewall_ports(roles: list[str]) -> list[str]:
-    return sorted({p for r in roles for p in ROLE_FIREWALL_PORTS.get(r, ())})
+def firewall_ports(roles: list[str], relay: bool = False) -> list[str]:
+    """Ports a node's roles need open; with spec.assets.relay also the port nodes relay release files on."""
+    from kubexm.hosts.relay import PORT
+
+    return sorted({p for r in roles for p in ROLE_FIREWALL_PORTS.get(r, ())} | ({f"{PORT}/tcp"} if relay else set()))
 
 
 @dataclass(frozen=True)
@@ -235,7 +238,7 @@ class Firewall(Step):
         active = await self._active(host)
         if mode == "disable" or not active:
             return not active
-        ports = firewall_ports(host.roles)
+        ports = firewall_ports(host.roles, host.cluster.spec.assets.relay)
         if "ufw" in active:
             res = await host.run("ufw status", check=False)
             return all(p.replace("-", ":") in res.stdout for p in ports)
@@ -248,7 +251,7 @@ class Firewall(Step):
             for service in active:
                 await host.run(f"systemctl disable --now {service}")
             return
-        for port in firewall_ports(host.roles):
+        for port in firewall_ports(host.roles, host.cluster.spec.assets.relay):
             if "ufw" in active:
                 await host.run(f"ufw allow {port.replace('-', ':')}")
             elif "firewalld" in active:
