@@ -7,7 +7,7 @@ import shlex
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kubexm.engine.events import Event, EventBus
 from kubexm.engine.selectors import DEPLOY
@@ -17,6 +17,9 @@ from kubexm.hosts.digest import LARGE_FILE, parse_sha256, sha256_command, sha256
 from kubexm.hosts.facts import FACTS_SCRIPT, Facts, parse_facts
 from kubexm.hosts.pool import ConnectionPool
 from kubexm.spec.models import Cluster, Host
+
+if TYPE_CHECKING:
+    from kubexm.engine.task import Task
 
 
 @dataclass
@@ -139,6 +142,9 @@ class RunContext:
         self.command = command
         self.facts: dict[str, Facts] = {}
         self.shared: dict[str, Any] = {}  # results tasks pass on (e.g. preflight findings)
+        # The tasks this run works through, in order (set by the executor): a step that prepares for later
+        # ones (e.g. relaying the release files their install steps will need) reads what was selected here.
+        self.plan: list[Task] = []
         self._hosts: dict[str, HostContext] = {}
 
     def host(self, name: str) -> HostContext:

@@ -117,6 +117,7 @@ class Executor:
 
     async def run_tasks(self, items: Sequence[tuple[Module | None, Task]], name: str = "") -> RunReport:
         run = self.run
+        run.plan = [task for _, task in items]
         run.emit(Event("run.start", message=name, data={
             "tasks": [t.name for _, t in items], "dry_run": run.options.dry_run,
             "offline": run.options.offline, "cluster": run.cluster.name}))

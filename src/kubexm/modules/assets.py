@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-from kubexm.engine import Module, Pipeline, Task, deploy_machine
+from kubexm.engine import Module, Task, deploy_machine
 from kubexm.steps.binaries import RelayAssets
 
+DistributeAssets = Task(
+    "DistributeAssets", steps=[RelayAssets()], hosts=deploy_machine(),
+    # "always": it serves whichever installs --tags selected, and only those; `--skip-tags assets` skips it.
+    tags=frozenset({"assets", "always"}), when=lambda c: c.spec.assets.relay,
+    description="release files the selected installs need, sent to two nodes that pass them on (checksums per hop)",
+)
 
-def assets_module(pipeline: Callable[[], Pipeline]) -> Module:
-    """The module for ``pipeline`` (given lazily: the module is one of its own parts)."""
-    relay = Task(
-        "DistributeAssets", steps=[RelayAssets(pipeline)], hosts=deploy_machine(),
-        # "always": it serves whichever installs --tags selected, and only those; `--skip-tags assets` skips it.
-        tags=frozenset({"assets", "always"}), when=lambda c: c.spec.assets.relay,
-        description="release files every node needs, sent to two nodes that pass them on (checksums per hop)",
-    )
-    return Module("AssetsModule", tasks=[relay], tags=frozenset({"assets"}),
-                  description="release files relayed node to node (spec.assets.relay)")
+AssetsModule = Module("AssetsModule", tasks=[DistributeAssets], tags=frozenset({"assets"}),
+                      description="release files relayed node to node (spec.assets.relay)")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from kubexm.engine import Pipeline
 from kubexm.modules.addons import AddonsModule
-from kubexm.modules.assets import assets_module
+from kubexm.modules.assets import AssetsModule
 from kubexm.modules.etcd import EtcdModule, ExternalEtcdModule
 from kubexm.modules.infrastructure import InfrastructureModule
 from kubexm.modules.kubernetes import KubernetesModule
@@ -12,14 +12,9 @@ from kubexm.modules.loadbalancer import LoadBalancerModule
 from kubexm.modules.preflight import PreflightModule
 from kubexm.modules.runtime import ContainerRuntimeModule
 
-
-def _create_cluster() -> Pipeline:
-    return CREATE_CLUSTER
-
-
 CREATE_CLUSTER = Pipeline(
     "CreateClusterPipeline",
-    modules=[PreflightModule, InfrastructureModule, assets_module(_create_cluster), EtcdModule,
-             ExternalEtcdModule, ContainerRuntimeModule, LoadBalancerModule, KubernetesModule, AddonsModule],
+    modules=[PreflightModule, InfrastructureModule, AssetsModule, EtcdModule, ExternalEtcdModule,
+             ContainerRuntimeModule, LoadBalancerModule, KubernetesModule, AddonsModule],
     description="create a cluster: preflight, then every component module the spec enables",
 )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from kubexm.engine import SERIAL, Module, Pipeline, Task, deploy_machine, first, role, rolling
 from kubexm.engine.selectors import Selector
+from kubexm.modules.assets import AssetsModule, DistributeAssets
 from kubexm.modules.infrastructure import InfrastructureModule
 from kubexm.modules.kubernetes import (
     FetchKubeconfig,
@@ -65,7 +66,7 @@ AddNodesKubernetesModule = Module(
 
 ADD_KUBE_NODES = Pipeline(
     "AddKubernetesNodesPipeline",
-    modules=[InfrastructureModule, ContainerRuntimeModule,
+    modules=[InfrastructureModule, AssetsModule, ContainerRuntimeModule,
              Module("AddNodesEtcd", AddNodesEtcdModule.tasks, enabled=_kubexm_etcd, tags=frozenset({"etcd"})),
              LoadBalancerModule, AddNodesKubernetesModule],
     description="add worker or control-plane nodes: OS, runtime, etcd member (control planes), join",
@@ -131,8 +132,10 @@ def _upgrade_workers() -> Task:
 
 UPGRADE_CLUSTER = Pipeline(
     "UpgradeClusterPipeline",
-    modules=[Module("UpgradeControlPlaneModule", [PlanUpgrade, CheckSkew, UpgradeFirstControlPlane,
-                                                  UpgradeOtherControlPlanes], tags=frozenset({"control-plane"})),
+    # The new release files are relayed once the upgrade is known to be allowed, before the first node.
+    modules=[Module("UpgradeControlPlaneModule", [PlanUpgrade, CheckSkew, DistributeAssets,
+                                                  UpgradeFirstControlPlane, UpgradeOtherControlPlanes],
+                    tags=frozenset({"control-plane"})),
              Module("UpgradeWorkersModule", [_upgrade_workers()], tags=frozenset({"worker"}))],
     description="upgrade Kubernetes: control planes one at a time, then workers in batches",
 )

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import shlex
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from kubexm.assets import Asset, AssetStore
 from kubexm.engine.context import HostContext, RunContext
@@ -16,9 +14,6 @@ from kubexm.engine.step import Step
 from kubexm.errors import KubexmError, StepFailed
 from kubexm.hosts.digest import parse_sha256, sha256_command
 from kubexm.spec.models import Cluster
-
-if TYPE_CHECKING:
-    from kubexm.engine.task import Pipeline
 
 BIN = "/usr/local/bin"
 ASSET_DIR = "/var/lib/kubexm/assets"
@@ -119,16 +114,14 @@ RELAY_SEEDS = 2
 
 @dataclass(frozen=True)
 class RelayAssets(Step):
-    """Release files the pipeline's InstallBinaries steps will upload, relayed node to node ahead of them.
+    """Release files the run's InstallBinaries steps will upload, relayed node to node ahead of them.
 
-    Runs once, on the deploy machine (``spec.assets.relay``). Each file that more than RELAY_SEEDS nodes
-    still need goes through ``kubexm.hosts.relay``: the deploy machine sends it to two nodes, which pass
-    it on, every hop checking the sha256. The InstallBinaries steps then find it in place by its checksum
-    and only install; whatever the relay could not deliver they upload themselves, as without the relay.
-    A relay failure costs time, never the run.
+    Runs once, on the deploy machine (``spec.assets.relay``), for whichever tasks the run selected. Each
+    file that more than RELAY_SEEDS nodes still need goes through ``kubexm.hosts.relay``: the deploy
+    machine sends it to two nodes, which pass it on, every hop checking the sha256. The InstallBinaries
+    steps then find it in place by its checksum and only install; whatever the relay could not deliver
+    they upload themselves, as without the relay. A relay failure costs time, never the run.
     """
-
-    pipeline: Callable[[], Pipeline] = field(compare=False)
 
     def describe(self) -> str:
         return "relay release files node to node (spec.assets.relay)"
@@ -164,9 +157,8 @@ class RelayAssets(Step):
         """[(asset, local file, nodes that lack it)] for the files worth relaying, biggest first."""
         from kubexm.engine.executor import task_targets
 
-        opts = run.options
         wanted: dict[str, set[str]] = {}  # node -> components its InstallBinaries steps need
-        for _, task in self.pipeline().plan(run.cluster, opts.tags, opts.skip_tags):
+        for task in run.plan:
             for name in task_targets(run, task):
                 if name == DEPLOY:
                     continue
