@@ -100,6 +100,8 @@ async def with_kubexm(workload: str, hosts: list[dict[str, str]], key: str, blob
 def main() -> None:
     tool, workload, hosts_json, key = sys.argv[1:5]
     blob = sys.argv[5] if len(sys.argv) > 5 else None
+    if tool not in ("kubexm", "asyncssh"):  # a misspelt tool must not quietly measure another one
+        raise SystemExit(f"drive.py: unknown tool {tool!r} (kubexm or asyncssh)")
     if tool == "kubexm":
         # What `kubexm run task` does first: a keeper that is not running yet starts beside the imports.
         from kubexm.hosts.keeper import prestart

@@ -147,7 +147,7 @@ def main() -> int:
                 return [*drive, "asyncssh", "d1", str(hosts_json), str(key), str(blob)]
             if w == "a" and tool.startswith("kubexm"):
                 return cli
-            return [*drive, tool.removesuffix("-cold"), w, str(hosts_json), str(key), str(blob)]
+            return [*drive, tool.removesuffix("-first"), w, str(hosts_json), str(key), str(blob)]
 
         # Warm-up: host keys learned, caches filled; not measured.
         for argv in (cli, [*drive, "kubexm", "b", str(hosts_json), str(key)], argv_for("asyncssh", "a")):
