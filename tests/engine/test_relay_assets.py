@@ -103,3 +103,12 @@ def test_the_relay_task_is_in_the_plan_only_when_asked_for(source: tuple[Path, s
     off = [t.name for _, t in CREATE_CLUSTER.plan(parse_cluster(cluster_text(root, relay=False)), {"etcd"})]
     assert "DistributeAssets" in on and on.index("DistributeAssets") < on.index("InstallEtcdCluster")
     assert "DistributeAssets" not in off
+
+
+def test_an_unreachable_node_is_left_out_instead_of_failing_the_step(source: tuple[Path, str, str]) -> None:
+    root, file, _ = source
+    fleet = fleet_for()
+    fleet["n3"].down = True  # its own install steps report it; the relay just does not count on it
+    assert needed(fleet, cluster_text(root), tags={"etcd"}) == []
+    fleet["n3"].down = False
+    assert needed(fleet, cluster_text(root), tags={"etcd"}) == [(file, ["n1", "n2", "n3"])]

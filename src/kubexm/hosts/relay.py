@@ -43,7 +43,7 @@ def chains(hosts: list[str], seeds: int) -> list[list[str]]:
 # -T: a hop that stops moving data for this long is given up on (a stalled peer must not hold the chain).
 STALL = 10
 # Connecting to the next hop: its listener may start a moment after this hop does (refused: retried every
-# 50 ms, ~5 s in all); a firewall that drops the port answers nothing, and each attempt then ends after
+# 0.1 s, ~6 s in all); a firewall that drops the port answers nothing, and each attempt then ends after
 # CONNECT_TIMEOUT, so such a hop gives up within about a minute and the hosts behind it get direct uploads.
 CONNECT_TIMEOUT = 1
 RETRIES = 60

@@ -110,6 +110,7 @@ class InstallBinaries(Step):
 
 # A release file goes through the relay when more nodes than this need it (the relay's seeds get it directly).
 RELAY_SEEDS = 2
+_RELAY_NEEDED = "relay-assets:needed"
 
 
 @dataclass(frozen=True)
@@ -127,14 +128,23 @@ class RelayAssets(Step):
         return "relay release files node to node (spec.assets.relay)"
 
     async def check(self, host: HostContext) -> bool:
-        return not await self._needed(host.run_ctx)
+        needed = await self._needed(host.run_ctx)
+        host.run_ctx.shared[_RELAY_NEEDED] = needed  # run() right after needs the same answer: no second probe
+        return not needed
 
     async def run(self, host: HostContext) -> None:
         from kubexm.hosts.relay import PORT, distribute
 
         run = host.run_ctx
-        for asset, path, names in await self._needed(run):
-            dist = await distribute(run, names, path, f"{ASSET_DIR}/{asset.file}", mode=0o644, seeds=RELAY_SEEDS)
+        needed = run.shared.pop(_RELAY_NEEDED, None)
+        for asset, path, names in needed if needed is not None else await self._needed(run):
+            try:
+                dist = await distribute(run, names, path, f"{ASSET_DIR}/{asset.file}", mode=0o644,
+                                        seeds=RELAY_SEEDS)
+            except KubexmError as exc:  # e.g. a node went away: its own steps report it, the others upload
+                host.emit("message", step=self.name, message=f"{asset.file}: not relayed ({exc.message}); "
+                                                             "the install steps upload it directly")
+                continue
             size = path.stat().st_size
             relayed = sorted(h for h, how in dist.how.items() if how == "relay")
             direct = sorted(h for h, how in dist.how.items() if how == "direct")
@@ -188,8 +198,11 @@ async def _lacking(host: HostContext, components: set[str]) -> list[tuple[Asset,
         return []
     markers = "; ".join(f"echo {c}=$(head -c 64 {InstallBinaries(c, ()).marker} 2>/dev/null)" for c, _, _ in found)
     paths = [f"{ASSET_DIR}/{a.file}" for _, a, _ in found]
-    res = await host.run(f"{markers}; echo '#sha256'; {sha256_command(paths, fast=True)}; true", check=False,
-                         display="which release files are missing")
+    try:
+        res = await host.run(f"{markers}; echo '#sha256'; {sha256_command(paths, fast=True)}; true", check=False,
+                             display="which release files are missing")
+    except KubexmError:
+        return []  # an unreachable node is left out of the relay; its own steps report it
     head, _, tail = res.stdout.partition("#sha256\n")
     installed = dict(line.split("=", 1) for line in head.splitlines() if "=" in line)
     digests = parse_sha256(tail)
