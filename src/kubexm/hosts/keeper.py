@@ -84,8 +84,8 @@ def start(path: Path, persist: float, unused_grace: float = UNUSED_GRACE) -> sub
 def prestart() -> None:
     """Start the keeper now when this run will want one and none is listening.
 
-    Called at the very start of a command that reaches hosts: the keeper's own start (an interpreter,
-    asyncssh, the spec models) then overlaps this process's imports and cluster-file parsing on another
+    Called at the very start of a command that reaches hosts: the keeper's own start (an interpreter and
+    asyncssh) then overlaps this process's imports and cluster-file parsing on another
     core, instead of following them. Never fails: the run's first connection starts or finds one anyway.
     """
     persist = persist_seconds()

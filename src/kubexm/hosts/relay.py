@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import posixpath
+import secrets
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,13 +79,16 @@ def _seed_script(tmp: str, digest: str, next_ip: str | None, port: int) -> str:
 
 
 async def distribute(run: RunContext, hosts: list[str], source: Path, remote: str, *, mode: int = 0o644,
-                     seeds: int = 2, port: int = PORT, wait: int = 600) -> Distribution:
-    """Put ``source`` at ``remote`` on every host; returns how each got it."""
+                     seeds: int = 2, port: int = PORT, wait: int = 600, missing: bool = False) -> Distribution:
+    """Put ``source`` at ``remote`` on every host; returns how each got it. ``missing``: the caller has just
+    checked that no host holds it, so the per-host checksum round is skipped."""
     digest = await asyncio.to_thread(sha256_file, source)
     size = source.stat().st_size
     result = Distribution()
-    have = await asyncio.gather(*(run.host(h).sha256(remote, large=True) for h in hosts))
-    todo = [h for h, got in zip(hosts, have, strict=True) if got != digest]
+    todo = list(hosts)
+    if not missing:
+        have = await asyncio.gather(*(run.host(h).sha256(remote, large=True) for h in hosts))
+        todo = [h for h, got in zip(hosts, have, strict=True) if got != digest]
     result.how.update({h: "present" for h in hosts if h not in todo})
     relayed: set[str] = set()
     staged = await _stage(run, todo, remote) if len(todo) > seeds else {}
@@ -108,14 +112,15 @@ async def _stage(run: RunContext, hosts: list[str], remote: str) -> dict[str, st
     The directory sits in the destination's own directory (same filesystem), owned by the login user: the
     stream is written there without root, and moved into place by a rename instead of a second copy.
     """
-    parent = shlex.quote(posixpath.dirname(remote) or "/")
+    parent = posixpath.dirname(remote) or "/"
 
     async def one(h: str) -> tuple[str, str | None]:
         user = shlex.quote(run.cluster.host(h).user)
+        # An unguessable name, created atomically (mkdir fails if it exists) and private until handed over.
+        d = shlex.quote(posixpath.join(parent, f".kubexm-relay-{secrets.token_hex(8)}"))
         res = await run.host(h).run(
-            f"command -v socat >/dev/null && command -v tee >/dev/null && mkdir -p {parent} && "
-            # XXXXXX: mktemp's template, replaced by random characters on the host
-            f"d=$(mktemp -d {parent}/.kubexm-relay-XXXXXX) && chown {user} \"$d\" && echo \"$d\"", check=False)
+            f"command -v socat >/dev/null && command -v tee >/dev/null && mkdir -p {shlex.quote(parent)} && "
+            f"mkdir -m 0700 {d} && chown {user} {d} && echo {d}", check=False)
         out = res.stdout.strip()
         return h, out if res.ok and out.startswith("/") else None
 

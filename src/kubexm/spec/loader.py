@@ -53,7 +53,8 @@ def parse_cluster(
         try:
             return _build(cached, source, overrides, validate)
         except SpecError:
-            pass  # the errors are made again below from ruamel's data, which knows every line
+            # A cached plain dict knows no lines: the same errors are reported from ruamel's parse below.
+            cached = None
     data = _parse_yaml(text, source)
     parse_cache.store(entry, data)
     return _build(data, source, overrides, validate)

@@ -140,7 +140,7 @@ class RelayAssets(Step):
         for asset, path, names in needed if needed is not None else await self._needed(run):
             try:
                 dist = await distribute(run, names, path, f"{ASSET_DIR}/{asset.file}", mode=0o644,
-                                        seeds=RELAY_SEEDS)
+                                        seeds=RELAY_SEEDS, missing=True)  # _needed just checked every node
             except KubexmError as exc:  # e.g. a node went away: its own steps report it, the others upload
                 host.emit("message", step=self.name, message=f"{asset.file}: not relayed ({exc.message}); "
                                                              "the install steps upload it directly")
