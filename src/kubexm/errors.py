@@ -79,6 +79,14 @@ class NotApplicable(Exception):
         self.reason = reason
 
 
+class PlanViolation(Exception):
+    """A command that could change a host was sent while planning (a check or a dry run): a defect in the
+    step that sent it, reported as an internal error and never sent."""
+
+    def __init__(self, host: str, command: str) -> None:
+        super().__init__(f"{host}: refused to run a command not declared read-only while planning: {command}")
+
+
 class LockedError(KubexmError):
     exit_code = 4
 

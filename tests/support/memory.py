@@ -41,6 +41,7 @@ class MemoryHost:
         import hashlib
         import shlex
 
+        assert_parses(command)
         self.commands.append(command)
         if "/etc/os-release" in command:
             return CommandResult(command, 0, self.facts_text, "")
@@ -66,6 +67,22 @@ class MemoryHost:
                 return CommandResult(command, 0, self.files[path].decode(), "")
             return CommandResult(command, 1, "", f"cat: {path}: No such file or directory")
         return CommandResult(command, 0, "", "")
+
+
+class ShellSyntaxError(AssertionError):
+    """A command a step sent would not even parse in a real shell: the test fails here."""
+
+
+def assert_parses(command: str) -> None:
+    """Run ``bash -n`` on a command, as a real host's shell would parse it before running anything.
+
+    sudo runs commands with ``sh -c``: dash is stricter than bash on a few constructs, so both parse it."""
+    import subprocess
+
+    for shell in ("bash", "dash"):
+        res = subprocess.run([shell, "-n"], input=command.encode(), capture_output=True, check=False)
+        if res.returncode != 0:
+            raise ShellSyntaxError(f"{shell} -n rejects the command {command!r}: {res.stderr.decode().strip()}")
 
 
 def default_facts(name: str, cpus: int = 4, memory_kb: int = 8 * 1024 * 1024) -> str:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
-import shlex
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,11 +11,12 @@ from typing import TYPE_CHECKING, Any
 
 from kubexm.engine.events import Event, EventBus
 from kubexm.engine.selectors import DEPLOY
-from kubexm.errors import CommandFailed
+from kubexm.errors import CommandFailed, PlanViolation
 from kubexm.hosts.base import CommandResult, ConnectOptions
 from kubexm.hosts.digest import LARGE_FILE, parse_sha256, sha256_command, sha256_file
 from kubexm.hosts.facts import FACTS_SCRIPT, Facts, parse_facts
 from kubexm.hosts.pool import ConnectionPool
+from kubexm.hosts.shell import Cmd, UnsafeCommand, sh
 from kubexm.spec.models import Cluster, Host
 
 if TYPE_CHECKING:
@@ -36,6 +37,11 @@ class RunOptions:
     force: bool = False
     connect: ConnectOptions = field(default_factory=ConnectOptions)
     extra: dict[str, Any] = field(default_factory=dict)  # command-specific inputs (e.g. the command of `run command`)
+
+
+# Set by the executor while it plans (every check, and the whole of a dry run): commands not declared
+# read-only are refused, so a plan cannot change a host whatever a step's code tries.
+PLANNING: contextvars.ContextVar[bool] = contextvars.ContextVar("kubexm_planning", default=False)
 
 
 class HostContext:
@@ -61,7 +67,7 @@ class HostContext:
 
     async def run(
         self,
-        command: str,
+        command: Cmd,
         *,
         sudo: bool = True,
         check: bool = True,
@@ -72,13 +78,18 @@ class HostContext:
         """Run a command; raise CommandFailed on a non-zero exit when ``check``.
 
         ``display`` replaces the command in errors and events when the command line
-        itself holds something that must not be shown.
+        itself holds something that must not be shown. ``command`` comes from ``kubexm.hosts.shell``:
+        a string is refused, so no value can reach a host without being quoted.
         """
+        if not isinstance(command, Cmd):
+            raise UnsafeCommand(f"{type(command).__name__} passed as a host command; build it with sh()/shell()")
+        if PLANNING.get() and not command.readonly:
+            raise PlanViolation(self.name, display or command.text)
         conn = await self.run_ctx.pool.get(self.name)
-        result = await conn.run(command, sudo=sudo, stdin=stdin,
+        result = await conn.run(command.text, sudo=sudo, stdin=stdin,
                                 timeout=timeout or self.run_ctx.options.connect.command_timeout)
         if check and not result.ok:
-            raise CommandFailed(self.name, display or command, result.exit_status, result.stderr, result.stdout)
+            raise CommandFailed(self.name, display or command.text, result.exit_status, result.stderr, result.stdout)
         return result
 
     async def facts(self) -> Facts:
@@ -96,10 +107,10 @@ class HostContext:
         return parse_sha256(res.stdout).get(path) if res.ok else None
 
     async def exists(self, path: str) -> bool:
-        return (await self.run(f"test -e {shlex.quote(path)}", check=False)).ok
+        return (await self.run(sh("test", "-e", path, readonly=True), check=False)).ok
 
     async def read_text(self, path: str) -> str | None:
-        res = await self.run(f"cat {shlex.quote(path)}", check=False)
+        res = await self.run(sh("cat", "--", path, readonly=True), check=False)
         return res.stdout if res.ok else None
 
     async def upload(self, source: Path | bytes, remote: str, *, mode: int = 0o644) -> bool:
@@ -110,8 +121,10 @@ class HostContext:
         want = hashlib.sha256(source).hexdigest() if isinstance(source, bytes) else sha256_file(source)
         large = (len(source) if isinstance(source, bytes) else source.stat().st_size) >= LARGE_FILE
         if await self.sha256(remote, large=large) == want:
-            await self.run(f"chmod {mode:o} {shlex.quote(remote)}")
+            await self.run(sh("chmod", f"{mode:o}", "--", remote))
             return False
+        if PLANNING.get():
+            raise PlanViolation(self.name, f"upload {remote}")
         conn = await self.run_ctx.pool.get(self.name)
         await conn.put(source, remote, mode=mode)
         got = await self.sha256(remote, large=large)

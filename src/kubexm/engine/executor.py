@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
-from kubexm.engine.context import HostContext, RunContext
+from kubexm.engine.context import PLANNING, HostContext, RunContext
 from kubexm.engine.events import Event, StepStatus
 from kubexm.engine.selectors import DEPLOY
 from kubexm.engine.step import Step
@@ -23,7 +24,10 @@ from kubexm.errors import (
     stderr_tail,
 )
 from kubexm.hosts.digest import parse_sha256, sha256_command
+from kubexm.hosts.shell import Cmd, seq, shell
 from kubexm.spec.models import Cluster
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -219,7 +223,7 @@ class Executor:
         """Every step's check in one command; {step index: done}. Empty when there is nothing to batch."""
         if self.run.options.offline:
             return {}
-        checks: dict[int, str | dict[str, str]] = {}  # a shell snippet, or {path: sha256}
+        checks: dict[int, Cmd | dict[str, str]] = {}  # a read-only command, or {path: sha256}
         for i, step in enumerate(steps):
             checker = _defined_in(step, "check")
             try:
@@ -245,16 +249,21 @@ class Executor:
         return answers
 
     @staticmethod
-    async def _run_checks(host: HostContext, checks: dict[int, str | dict[str, str]], sudo: bool) -> dict[int, bool]:
-        scripts = {i: c for i, c in checks.items() if isinstance(c, str)}
-        digests = {i: c for i, c in checks.items() if not isinstance(c, str)}
-        parts = [f"if ( {s} ) >/dev/null 2>&1; then echo {i}=0; else echo {i}=1; fi" for i, s in scripts.items()]
+    async def _run_checks(host: HostContext, checks: dict[int, Cmd | dict[str, str]], sudo: bool) -> dict[int, bool]:
+        scripts = {i: c for i, c in checks.items() if isinstance(c, Cmd)}
+        digests = {i: c for i, c in checks.items() if not isinstance(c, Cmd)}
+        parts = [shell("if {check} >/dev/null 2>&1; then echo {i}=0; else echo {i}=1; fi",
+                       check=s.subshell(), i=i, readonly=True) for i, s in scripts.items()]
         paths = sorted({p for d in digests.values() for p in d})
         if paths:
             # One process for every file of the host; missing or unreadable files simply print nothing.
-            parts.append(f"echo '#sha256'; {sha256_command(paths)}; true")
+            parts.append(shell("echo '#sha256'; {digests}; true", digests=sha256_command(paths), readonly=True))
         try:
-            res = await host.run("; ".join(parts), sudo=sudo, check=False, display="batched checks")
+            token = PLANNING.set(True)
+            try:
+                res = await host.run(seq(*parts), sudo=sudo, check=False, display="batched checks")
+            finally:
+                PLANNING.reset(token)
         except KubexmError:
             return {}  # e.g. a transport fault: the steps check one by one, with the usual retries
         answers: dict[int, bool] = {}
@@ -286,7 +295,7 @@ class Executor:
                 try:
                     # A batched "done" is trusted; a batched "not done" is confirmed by the step itself,
                     # which may know more (e.g. not applicable on this host).
-                    done = True if batched else await step.check(host)
+                    done = True if batched else await _planning(step.check(host))
                 except (CommandFailed, StepFailed) as exc:
                     # An unreadable state means "not as wanted": let run() decide, and say why in a plan.
                     done, message = False, f"check: {exc}"
@@ -294,6 +303,9 @@ class Executor:
                     status, message = "ok", ""
                 elif opts.dry_run and step.mutates:
                     status = "would-change"
+                elif opts.dry_run:
+                    await _planning(step.run(host))  # a read-only step's answer is part of the plan
+                    status, message = "ok", ""
                 else:
                     await step.run(host)
                     status, message = ("changed" if step.mutates else "ok"), ""
@@ -335,3 +347,12 @@ class Executor:
                                 "description": desc, "duration": round(duration, 3), "command": command,
                                 "exit_status": exit_status, "stderr": stderr, "mutates": mutates}))
         return rec
+
+
+async def _planning(work: Awaitable[T]) -> T:
+    """Await ``work`` with the host side read-only: any command not declared read-only is refused."""
+    token = PLANNING.set(True)
+    try:
+        return await work
+    finally:
+        PLANNING.reset(token)

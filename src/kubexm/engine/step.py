@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 if TYPE_CHECKING:
     from kubexm.engine.context import HostContext
+    from kubexm.hosts.shell import Cmd
 
 
 class Step(ABC):
@@ -36,8 +37,8 @@ class Step(ABC):
         """True when nothing needs doing. Must not change the host. The default always runs."""
         return False
 
-    def check_script(self, host: HostContext) -> str | None:
-        """Optional: a shell snippet whose exit status 0 means the same as ``check()`` returning True.
+    def check_script(self, host: HostContext) -> Cmd | None:
+        """Optional: a read-only command whose exit status 0 means the same as ``check()`` returning True.
 
         The executor runs the snippets of a host's steps together in one remote command (one round trip
         instead of one per step); the answers stand until a step on that host changes something.

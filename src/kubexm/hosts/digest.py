@@ -9,9 +9,10 @@ sha256sum: it starts in a third of openssl's time, which is what dominates for c
 from __future__ import annotations
 
 import hashlib
-import shlex
 from collections.abc import Iterable
 from pathlib import Path
+
+from kubexm.hosts.shell import Cmd, shell
 
 # From this size on, hashing costs more than openssl's slower start (~6 ms): worth ``fast``.
 LARGE_FILE = 4 << 20
@@ -28,17 +29,17 @@ def sha256_file(path: Path) -> str:
 
 def _operand(path: str) -> str:
     # openssl 1.0 does not know "--": a path that could read as an option is made relative-explicit instead.
-    return shlex.quote(path if path.startswith("/") else f"./{path}")
+    return path if path.startswith("/") else f"./{path}"
 
 
-def sha256_command(paths: Iterable[str], *, fast: bool = False) -> str:
+def sha256_command(paths: Iterable[str], *, fast: bool = False) -> Cmd:
     """A command printing ``<sha256> <space><space or *><path>`` per readable file; missing files print nothing.
     No paths: the digest of standard input."""
-    operands = " ".join(_operand(p) for p in paths)
+    operands = [_operand(p) for p in paths]
     if not fast:
-        return f"sha256sum {operands} 2>/dev/null"
-    return (f"if command -v openssl >/dev/null 2>&1; then openssl dgst -sha256 -r {operands}; "
-            f"else sha256sum {operands}; fi 2>/dev/null")
+        return shell("sha256sum {paths} 2>/dev/null", paths=operands, readonly=True)
+    return shell("if command -v openssl >/dev/null 2>&1; then openssl dgst -sha256 -r {paths}; "
+                 "else sha256sum {paths}; fi 2>/dev/null", paths=operands, readonly=True)
 
 
 def parse_sha256(stdout: str) -> dict[str, str]:

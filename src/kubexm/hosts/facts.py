@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from kubexm.hosts.shell import script
+
 # One round trip: every fact printed as key=value. Written for POSIX sh and busybox-free
 # minimal hosts; each probe tolerates a missing tool so one absent command does not hide the rest.
-FACTS_SCRIPT = r"""
+FACTS_SCRIPT = script(r"""
 export LC_ALL=C
 . /etc/os-release 2>/dev/null
 echo "os_id=${ID:-unknown}"
@@ -33,7 +35,7 @@ fi
 echo "container=$virt"
 echo "addresses=$(ip -o -4 addr show scope global 2>/dev/null | awk '{split($4,a,"/"); printf "%s ", a[1]}')"
 echo "time=$(date +%s.%N)"
-"""
+""", readonly=True)
 
 _ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
 

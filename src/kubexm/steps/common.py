@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -11,6 +10,7 @@ from typing import Any, ClassVar
 from kubexm.engine.context import HostContext
 from kubexm.engine.step import Step
 from kubexm.errors import CommandFailed
+from kubexm.hosts.shell import Cmd, sh, user_shell
 from kubexm.templates import render
 
 
@@ -26,7 +26,8 @@ class Command(Step):
         return f"run `{self.command}`"
 
     async def run(self, host: HostContext) -> None:
-        res = await host.run(self.command, sudo=self.sudo, check=False, timeout=self.timeout)
+        # The user's own command line: shell by intent (ssh joins its arguments the same way).
+        res = await host.run(user_shell(self.command), sudo=self.sudo, check=False, timeout=self.timeout)
         host.emit("message", step=self.name, status="ok" if res.ok else "failed",
                   message=res.stdout, data={"stdout": res.stdout, "stderr": res.stderr,
                                             "exit_status": res.exit_status, "command": self.command})
@@ -108,18 +109,18 @@ class Systemd(Step):
         changed: set[str] = host.vars.get("changed_files", set())
         return any(path in changed for path in self.restart_on)
 
+    def _is_running(self) -> Cmd:
+        return (sh("systemctl", "is-enabled", "-q", "--", self.unit, readonly=True)
+                & sh("systemctl", "is-active", "-q", "--", self.unit, readonly=True))
+
     async def check(self, host: HostContext) -> bool:
-        unit = shlex.quote(self.unit)
-        res = await host.run(f"systemctl is-enabled {unit} && systemctl is-active {unit}", check=False)
+        res = await host.run(self._is_running(), check=False)
         return res.ok and not self._changed(host)
 
-    def check_script(self, host: HostContext) -> str | None:
-        if self._changed(host):
-            return None
-        unit = shlex.quote(self.unit)
-        return f"systemctl is-enabled -q {unit} && systemctl is-active -q {unit}"
+    def check_script(self, host: HostContext) -> Cmd | None:
+        return None if self._changed(host) else self._is_running()
 
     async def run(self, host: HostContext) -> None:
-        unit = shlex.quote(self.unit)
         verb = self.on_change if self._changed(host) else "start"
-        await host.run(f"systemctl daemon-reload && systemctl enable {unit} && systemctl {verb} {unit}")
+        await host.run(sh("systemctl", "daemon-reload") & sh("systemctl", "enable", "--", self.unit)
+                       & sh("systemctl", verb, "--", self.unit))
