@@ -287,6 +287,7 @@ class Executor:
         status: StepStatus
         message, command, exit_status, stderr = "", None, None, None
         attempt = 0
+        started_run = False
         while True:
             try:
                 if opts.offline:
@@ -307,6 +308,7 @@ class Executor:
                     await _planning(step.run(host))  # a read-only step's answer is part of the plan
                     status, message = "ok", ""
                 else:
+                    started_run = True
                     await step.run(host)
                     status, message = ("changed" if step.mutates else "ok"), ""
                 break
@@ -315,6 +317,11 @@ class Executor:
                 break
             except ConnectionFault as exc:
                 attempt += 1
+                if not step.retryable and started_run:
+                    status, message = "failed", (
+                        f"{exc.message} while '{desc}' was running; it is not retried automatically because the "
+                        "first attempt may still be running on the host: check the host, then run the command again")
+                    break
                 if attempt > opts.retries:
                     status, message = "failed", f"{exc.message} (gave up after {opts.retries} retries)"
                     break

@@ -25,6 +25,9 @@ class Step(ABC):
     # (a content checksum that matches).
     # Non-root logins then skip sudo for the batched checks of a re-run; "not done" is asked again as root.
     check_unprivileged: ClassVar[bool] = False
+    # False for actions that must not be repeated blindly (kubeadm init/join): after a transport fault the
+    # first attempt may still be running on the host, so the run stops and says what to check instead.
+    retryable: ClassVar[bool] = True
 
     @property
     def name(self) -> str:
