@@ -98,6 +98,9 @@ def setup(count: int, root: Path) -> tuple[list[BenchHost], Path]:
     _run("mount", "-t", "tmpfs", "-o", "mode=0755", "kxbench", str(WORK))
     root.mkdir(parents=True, exist_ok=True)
     STATE.parent.mkdir(parents=True, exist_ok=True)
+    # sshd refuses to start without its privilege-separation directory; /run is empty on a fresh boot and
+    # only the openssh-server package's own unit (not running on a machine without systemd) creates it.
+    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
     _ensure_user()
     key, host_key = _keys(root)
     gateway = str(NET.network_address + 1)
