@@ -1,28 +1,35 @@
 """The Python API: everything the CLI does, as plain calls.
 
-A mutating run holds the cluster's lock, is recorded in the state store (run and step
-results) and leaves one audit entry. The CLI only parses flags and renders events.
+A run that connects holds the cluster's lock and is recorded in the state store (run and step results);
+a mutating one also writes an audit entry before it touches a host and a second one when it ends.
+SIGTERM and SIGHUP end a run the way Ctrl-C does. The CLI only parses flags and renders events.
 """
 
 from __future__ import annotations
 
 import asyncio
 import getpass
-from collections.abc import Sequence
+import signal
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
+from typing import Any
 
 from kubexm.engine import Executor, Module, RunContext, RunOptions, RunReport, Task, get_registry
 from kubexm.engine.events import EventBus, Listener
 from kubexm.errors import StateError, UsageError
 from kubexm.hosts.pool import ConnectionFactory, ConnectionPool
 from kubexm.spec.default import default_local_cluster
-from kubexm.spec.dump import dump_cluster
+from kubexm.spec.dump import dump_cluster, redacted_secrets
 from kubexm.spec.loader import load_cluster, parse_cluster
 from kubexm.spec.models import Cluster
 from kubexm.state.audit import AuditLog
 from kubexm.state.lock import cluster_lock
 from kubexm.state.recorder import StateRecorder
+from kubexm.state.redact import redact_command_line
 from kubexm.state.store import Store
 
 
@@ -42,8 +49,9 @@ def resolve_cluster(file: Path | None = None, context: str | None = None, overri
                     default_local: bool = False, store: Store | None = None) -> Cluster:
     """The cluster a command works on: ``-f FILE``, else ``-c NAME`` or the current context.
 
-    A stored cluster is re-read from the file it was created from when that still exists
-    (the store keeps specs with secrets redacted).
+    A stored cluster is re-read from the file it was created from when that still exists (the store
+    keeps specs with secrets redacted). Without that file a stored spec is used only if it needs no
+    secret, or the overrides give every one it lacks: the placeholder is never run as a password.
     """
     if file is not None:
         return load_cluster(file, overrides)
@@ -60,7 +68,14 @@ def resolve_cluster(file: Path | None = None, context: str | None = None, overri
                          hint="`kubexm get clusters` lists them; pass -f FILE for a new one")
     if row.source and Path(row.source).is_file():
         return load_cluster(Path(row.source), overrides)
-    return parse_cluster(row.spec_yaml, source=f"<stored cluster {name}>", overrides=overrides)
+    cluster = parse_cluster(row.spec_yaml, source=f"<stored cluster {name}>", overrides=overrides)
+    missing = redacted_secrets(cluster)
+    if missing:
+        shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+        gone = f"its cluster file {row.source} is gone" if row.source else "no cluster file was recorded"
+        raise StateError(f"cluster {name}: the stored spec keeps its secrets redacted ({shown}) and {gone}: "
+                         "the cluster file is needed", hint="pass -f FILE")
+    return cluster
 
 
 def _user() -> str:
@@ -70,10 +85,79 @@ def _user() -> str:
         return "unknown"
 
 
+class _Interruption:
+    """SIGTERM and SIGHUP handled like Ctrl-C for the length of a run.
+
+    They take the path SIGINT takes at that moment: asyncio's handler while the engine runs (the main task
+    is cancelled, steps unwind, connections close, KeyboardInterrupt follows), KeyboardInterrupt elsewhere.
+    While a run's outcome is being recorded (``held``) every one of the three waits, then interrupts.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+    def __init__(self) -> None:
+        self.saved: dict[int, Any] = {}
+        self.holding = False
+        self.pending: int | None = None
+        self.received: str | None = None
+        self.active = threading.current_thread() is threading.main_thread()
+
+    def __enter__(self) -> _Interruption:
+        if self.active:
+            for sig in self.SIGNALS:
+                self.saved[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, old in self.saved.items():
+            signal.signal(sig, old)
+        self.saved.clear()
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.received = signal.Signals(signum).name
+        if self.holding:
+            self.pending = signum
+            return
+        current = signal.getsignal(signal.SIGINT)
+        if callable(current) and current is not self._handle:
+            current(signal.SIGINT, frame)  # asyncio's SIGINT handler or default_int_handler
+            return
+        raise KeyboardInterrupt(self.received)
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        """Record without being cut short; an interruption that arrived meanwhile is raised at the end."""
+        if not self.active:
+            yield
+            return
+        self.holding = True
+        old_int = signal.signal(signal.SIGINT, self._handle)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, old_int)
+            self.holding = False
+        if self.pending is not None:
+            self.pending = None
+            raise KeyboardInterrupt(self.received)
+
+
+def _hosts(cluster: Cluster, options: RunOptions) -> list[str]:
+    if options.nodes:
+        from kubexm.engine.executor import match_hosts
+
+        return match_hosts(cluster, options.nodes)
+    return [h.name for h in cluster.spec.hosts]
+
+
 def execute(cluster: Cluster, items: Sequence[tuple[Module | None, Task]], options: RunOptions, *,
             name: str, command_line: str, listeners: Sequence[Listener] = (), source: Path | None = None,
             factory: ConnectionFactory | None = None, save_status: bool = False) -> Outcome:
-    """Run tasks on a cluster with lock, run history and audit entry (offline plans touch nothing)."""
+    """Run tasks on a cluster with lock, run history and audit entries (offline plans touch nothing)."""
+    command_line = redact_command_line(command_line)  # whatever the caller did: history and audit get no secret
+    if not options.offline and (missing := redacted_secrets(cluster)):
+        raise StateError(f"cluster {cluster.name}: the placeholder <redacted> stands where a secret belongs "
+                         f"({', '.join(missing[:3])}): the cluster file is needed", hint="pass -f FILE")
     bus = EventBus(list(listeners))
     pool = ConnectionPool(cluster, options.connect, factory=factory)
     run = RunContext(cluster, options, bus=bus, pool=pool, command=command_line)
@@ -82,21 +166,29 @@ def execute(cluster: Cluster, items: Sequence[tuple[Module | None, Task]], optio
         return Outcome(report, run.shared)
     store = Store()
     try:
-        with cluster_lock(cluster.name, command_line):
+        with _Interruption() as signals, cluster_lock(cluster.name, command_line, run.run_id):
             recorder = StateRecorder(store, cluster.name, command_line, dry_run=options.dry_run)
             bus.subscribe(recorder)
+            audit = None if options.dry_run else AuditLog(store)
+            with signals.held():
+                started = audit.begin(_user(), command_line, cluster.name, run.run_id,
+                                      _hosts(cluster, options)) if audit else None
             try:
                 report = asyncio.run(Executor(run).run_tasks(items, name))
-            except BaseException:
-                recorder.flush()  # what finished before the interruption stays on record
-                AuditLog(store).append(_user(), command_line, cluster.name, "interrupted", {"run_id": run.run_id})
+            except BaseException as exc:
+                interrupted = isinstance(exc, KeyboardInterrupt | asyncio.CancelledError)
+                status = "interrupted" if interrupted else "failed"
+                detail = signals.received or ("SIGINT" if interrupted else f"{type(exc).__name__}: {exc}"[:200])
+                with signals.held():
+                    recorder.finish(status, f"{status} ({detail})", None)
+                    if audit and started:
+                        audit.complete(started, status, {"reason": detail})
                 raise
             status = "ok" if report.ok else "failed"
-            if not options.dry_run:
-                AuditLog(store).append(_user(), command_line, cluster.name, status, {
-                    "run_id": run.run_id, "summary": report.summary(), "stopped_at": report.stopped_at,
-                    "hosts": [h.name for h in cluster.spec.hosts]})
-                if save_status:
+            with signals.held():
+                if audit and started:
+                    audit.complete(started, status, {"summary": report.summary(), "stopped_at": report.stopped_at})
+                if save_status and not options.dry_run:
                     store.save_cluster(cluster.name, dump_cluster(cluster, secrets=False), status,
                                        str(source.resolve()) if source else None)
                     if report.ok:

@@ -33,14 +33,14 @@ def run(c: Cluster, fleet: MemoryFleet, tasks: list[Any]) -> Any:
 def fake_cluster(fleet: MemoryFleet) -> None:
     host = fleet["master1"]
     host.on(r"get --raw=/readyz", lambda h, m, s: (0, "ok", ""))
-    host.on(r"get pods -l tier=control-plane -o json", lambda h, m, s: (0, '{"items": [' + ",".join(
+    host.on(r"get pods -n kube-system -l tier=control-plane -o json", lambda h, m, s: (0, '{"items": [' + ",".join(
         f'{{"metadata": {{"labels": {{"component": "{c}"}}}}, "spec": {{"nodeName": "master1"}}, '
         f'"status": {{"conditions": [{{"type": "Ready", "status": "True"}}]}}}}'
         for c in ("kube-apiserver", "kube-controller-manager", "kube-scheduler")) + "]}", ""))
     host.on(r"get nodes -o json", lambda h, m, s: (0, '{"items": [' + ",".join(
         f'{{"metadata": {{"name": "{n}"}}, "status": {{"conditions": [{{"type": "Ready", "status": "True"}}]}}}}'
         for n in NAMES) + "]}", ""))
-    host.on(r"^cat " + re.escape(ADDON_DIR) + r"/(\S+)\.applied",
+    host.on(r"^cat -- " + re.escape(ADDON_DIR) + r"/(\S+)\.applied",
             lambda h, m, s: (0, h.files.get(f"{ADDON_DIR}/{m.group(1)}.applied", b"").decode(), ""))
 
 
@@ -70,9 +70,11 @@ def test_manifests_charts_and_user_addons(tmp_path: Path) -> None:
     assert report.ok, [(f.host, f.step, f.message) for f in report.failures]
     cmds = fleet["master1"].commands
     helm_cmd = [x for x in cmds if x.startswith("helm upgrade --install calico")]
-    assert helm_cmd == [f"helm upgrade --install calico {ADDON_DIR}/tigera-operator-v3.29.2.tgz --namespace "
-                        "tigera-operator --create-namespace --kubeconfig /etc/kubernetes/admin.conf -f "
-                        f"{ADDON_DIR}/calico-values.yaml --wait --timeout 10m"]
+    assert helm_cmd == []  # release and chart come after "--", so a name starting with "-" stays a name
+    helm_cmd = [x for x in cmds if x.startswith("helm upgrade --install")]
+    assert helm_cmd == ["helm upgrade --install --namespace tigera-operator --create-namespace --kubeconfig "
+                        f"/etc/kubernetes/admin.conf -f {ADDON_DIR}/calico-values.yaml --wait --timeout 10m -- "
+                        f"calico {ADDON_DIR}/tigera-operator-v3.29.2.tgz"]
     assert f"{ADDON_DIR}/calico-values.yaml" in fleet["master1"].files
     applies = [x for x in cmds if " apply --server-side" in x]
     assert applies == [f"kubectl --kubeconfig /etc/kubernetes/admin.conf apply --server-side --force-conflicts -f "

@@ -74,7 +74,7 @@ def test_keepalived_configs_pass_keepalived_check(tmp_path: Path) -> None:
         res = check("keepalived", conf, tmp_path)
         # keepalived exits 0 for keywords it ignores but prints them: only silence is a pass.
         assert res.returncode == 0 and not (res.stdout + res.stderr).strip(), res.stdout + res.stderr
-        assert "192.168.0.10/32 dev eth0" in conf and "virtual_router_id 51" in conf
+        assert '192.168.0.10/32 dev "eth0"' in conf and '    interface "eth0"\n' in conf and "virtual_router_id 51" in conf
         me = c.host(name).internal_ip
         assert f"unicast_src_ip {me}" in conf and me not in conf.split("unicast_peer")[1].split("}")[0]
         priorities.append(int(re.search(r"^\s*priority (\d+)$", conf, re.M).group(1)))  # type: ignore[union-attr]

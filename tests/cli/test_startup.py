@@ -31,7 +31,7 @@ def test_run_command_loads_its_pipeline_only() -> None:
     code, modules = loaded("run", "command", "--help")
     assert code == 0
     assert "kubexm.cli.run" in modules
-    assert not modules & {"kubexm.cli.create", "kubexm.pipelines.cluster", "kubexm.cli.etcd_ops"}
+    assert not modules & {"kubexm.cli.create", "kubexm.pipelines.cluster", "kubexm.cli.delete", "kubexm.cli.backup"}
 
 
 def test_help_still_lists_every_verb() -> None:

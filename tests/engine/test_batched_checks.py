@@ -27,26 +27,44 @@ spec:
 CLUSTER = parse_cluster(CLUSTER_TEXT)
 
 
-BATCH = "echo '#sha256'; sha256sum "
+BATCH = "if ( test \"$(sha256sum < "
+# One file check of the batch, as steps.common builds it (content on stdin, then mode and owner).
+FILE_CHECK = re.compile(r"""if \( test "\$\(sha256sum < (\S+) 2>/dev/null\)" = '(\w+)  -' && test "\$\(stat -c '%a %U:%G' """
+                        r"""-- \S+ 2>/dev/null\)" = '([^']*)' \) >/dev/null 2>&1; then echo (\d+)=0; else echo \d+=1; fi""")
 
 
-def sha256sum(h: object, m: re.Match[str], readable: Callable[[object, str], bool]) -> tuple[int, str, str]:
-    """Answer the batched ``sha256sum PATHS`` from the in-memory files, as coreutils would (missing or
-    unreadable files print nothing on stdout)."""
+def file_checks(h: object, m: re.Match[str], readable: Callable[[object, str], bool]) -> tuple[int, str, str]:
+    """Answer the batched file checks from the in-memory files (content, mode; owner always root:root), as a
+    shell would: an unreadable file's content never matches."""
     import hashlib
 
     files: dict[str, bytes] = h.files  # type: ignore[attr-defined]
-    out = ["#sha256"]
-    for path in shlex.split(m.group(1)):
-        if path in files and readable(h, path):
-            out.append(f"{hashlib.sha256(files[path]).hexdigest()}  {path}")
+    modes: dict[str, int] = h.modes  # type: ignore[attr-defined]
+    out = []
+    for path, digest, attrs, index in FILE_CHECK.findall(m.string):
+        path = shlex.split(path)[0]
+        ok = (path in files and readable(h, path) and hashlib.sha256(files[path]).hexdigest() == digest
+              and f"{modes.get(path, 0o644):o} root:root" == attrs)
+        out.append(f"{index}={0 if ok else 1}")
     return 0, "\n".join(out) + "\n", ""
 
 
 def sha_checks(fleet: MemoryFleet, readable: Callable[[object, str], bool] = lambda h, p: True) -> None:
     for name in ("n1", "n2"):
-        fleet[name].on(r"^echo '#sha256'; sha256sum (.*) 2>/dev/null; true$",
-                       lambda h, m, s: sha256sum(h, m, readable))
+        fleet[name].on(r"^if \( test ", lambda h, m, s: file_checks(h, m, readable))
+        # HostContext.file_state: sha256sum of the file, then its mode and owner.
+        fleet[name].on(r"^sha256sum (\S+) 2>/dev/null; stat -c '#stat %a %U:%G %n' -- \S+ 2>/dev/null$",
+                       lambda h, m, s: file_state(h, shlex.split(m.group(1))[0]))
+
+
+def file_state(h: object, path: str) -> tuple[int, str, str]:
+    import hashlib
+
+    files: dict[str, bytes] = h.files  # type: ignore[attr-defined]
+    modes: dict[str, int] = h.modes  # type: ignore[attr-defined]
+    if path not in files:
+        return 1, "", ""
+    return 0, f"{hashlib.sha256(files[path]).hexdigest()}  {path}\n#stat {modes[path]:o} root:root {path}\n", ""
 
 
 def run(fleet: MemoryFleet, task: Task) -> object:
@@ -87,6 +105,31 @@ def test_answers_are_dropped_once_the_host_changed() -> None:
     assert len(singles) >= 3
 
 
+def test_a_right_file_with_the_wrong_mode_is_not_done_and_gets_fixed() -> None:
+    steps = [PutFile(f"content {i}\n".encode(), f"/srv/f{i}", 0o600) for i in range(3)]
+    task = Task("Files", steps, hosts=all_hosts())
+    fleet = MemoryFleet(["n1", "n2"])
+    sha_checks(fleet)
+    assert run(fleet, task).ok  # type: ignore[attr-defined]
+    assert fleet["n1"].modes["/srv/f1"] == 0o600
+    fleet["n1"].modes["/srv/f1"] = 0o644  # someone opened up a secret
+
+    def fix(h: object, m: re.Match[str], stdin: object) -> tuple[int, str, str]:
+        h.modes[m.group(1)] = int(m.group(2), 8)  # type: ignore[attr-defined]
+        return 0, "", ""
+
+    fleet["n1"].on(r"^chown -- root:root (\S+) && chmod -- (\d+) \S+$", fix)
+    before = len(fleet["n1"].commands)
+    report = run(fleet, task)
+    assert report.ok and report.count("changed") == 1  # type: ignore[attr-defined]
+    fixes = [c for c in fleet["n1"].commands[before:] if c.startswith("chown")]
+    assert fixes == ["chown -- root:root /srv/f1 && chmod -- 600 /srv/f1"]
+    assert "<put /srv/f1>" not in fleet["n1"].commands[before:]  # the content was right: not sent again
+    assert fleet["n1"].modes["/srv/f1"] == 0o600
+    report = run(fleet, task)
+    assert report.ok and report.count("ok") == 6  # type: ignore[attr-defined]
+
+
 def test_a_non_root_login_confirms_readable_files_without_sudo() -> None:
     # sudo costs each host tens of milliseconds: a re-run as a non-root user checks what it can read as
     # itself, and asks only the rest as root. A file it cannot read is never taken as "done".
@@ -112,7 +155,7 @@ def test_a_non_root_login_confirms_readable_files_without_sudo() -> None:
               if c.startswith(BATCH)]
     # One round as the login user for all six, then one as root for the two it could not read.
     assert [sudo for _, sudo in checks] == [False, True]
-    assert checks[1][0] == BATCH + "/srv/f4 /srv/f5 2>/dev/null; true"
+    assert [path for path, *_ in FILE_CHECK.findall(checks[1][0])] == ["/srv/f4", "/srv/f5"]
     # All readable: no sudo at all.
     root_only.clear()
     before = len(fleet["n1"].commands)

@@ -30,6 +30,7 @@ from kubexm.engine import (
 from kubexm.engine.task import Strategy
 from kubexm.errors import AuthenticationError, CommandFailed, NotApplicable, UsageError
 from kubexm.hosts.pool import ConnectionPool
+from kubexm.hosts.shell import sh
 from kubexm.spec.loader import parse_cluster
 from kubexm.spec.models import Cluster
 
@@ -100,7 +101,7 @@ class Probe(Step):
         try:
             await asyncio.sleep(self.delay.get(host.name, 0.01))
             if host.name in self.fail_on:
-                await host.run("false-cmd --flag", check=True)
+                await host.run(sh("false-cmd", "--flag"), check=True)
         finally:
             self.log.active -= 1
         self.log.add("end", host.name, self.label)
@@ -252,7 +253,7 @@ def test_on_failure_continue_lets_others_finish() -> None:
 @dataclass(frozen=True)
 class Remote(Step):
     async def run(self, host: HostContext) -> None:
-        await host.run("echo hi")
+        await host.run(sh("echo", "hi"))
 
 
 def test_connection_faults_are_retried_with_growing_backoff() -> None:

@@ -32,8 +32,8 @@ def cluster_text(source: Path, relay: bool = True) -> str:
 def probe(h: MemoryHost, m: re.Match[str], stdin: bytes | None) -> tuple[int, str, str]:
     """The relay step's one command per node: install markers, then the sha256 of the release files."""
     command = m.string
-    markers = re.findall(r"echo (\S+)=\$\(head -c 64 (\S+)", command)
-    out = [f"{c}={h.files.get(path, b'').decode()[:64]}" for c, path in markers]
+    markers = re.findall(r"echo (\S+)=\"\$\(head -c 64 (\S+) 2>/dev/null\)\"", command)
+    out = [f"{shlex.split(c)[0]}={h.files.get(shlex.split(path)[0], b'').decode()[:64]}" for c, path in markers]
     out.append("#sha256")
     for path in shlex.split(command.split("openssl dgst -sha256 -r ", 1)[1].split(";", 1)[0]):
         if path in h.files:
@@ -69,7 +69,7 @@ def needed(fleet: MemoryFleet, text: str, **options: object) -> list[tuple[str, 
 def fleet_for() -> MemoryFleet:
     fleet = MemoryFleet(NODES)
     for n in NODES:
-        fleet[n].on(r"^echo \S+=\$\(head -c 64 ", probe)
+        fleet[n].on(r"^echo \S+=\"\$\(head -c 64 ", probe)
     return fleet
 
 

@@ -4,7 +4,7 @@ change it is stopped before anything is sent, and reported as the defect it is."
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from support.memory import MemoryFleet
 
@@ -51,7 +51,7 @@ class Probe(Step):
     """A read-only step (runs during dry runs): here it tries to write."""
 
     mutates = False
-    command: Cmd = sh("true")
+    command: Cmd = field(default_factory=lambda: sh("true"))
 
     async def run(self, host: HostContext) -> None:
         await host.run(self.command)

@@ -29,7 +29,7 @@ def run_sh(command: str, cwd: Path, path: str | None = None) -> str:
 @pytest.mark.parametrize("fast", [False, True])
 def test_digests_of_present_files_and_nothing_for_missing_ones(tmp_path: Path, fast: bool) -> None:
     data = files(tmp_path)
-    out = run_sh(sha256_command([*data, str(tmp_path / "missing")], fast=fast), tmp_path)
+    out = run_sh(sha256_command([*data, str(tmp_path / "missing")], fast=fast).text, tmp_path)
     assert parse_sha256(out) == {p: hashlib.sha256(c).hexdigest() for p, c in data.items()}
 
 
@@ -39,7 +39,7 @@ def test_fast_form_falls_back_to_sha256sum_where_openssl_is_missing(tmp_path: Pa
     for tool in ("sha256sum",):  # only coreutils' tool: no openssl on this "host"
         (tools / tool).symlink_to(shutil.which(tool) or "/usr/bin/sha256sum")
     data = files(tmp_path)
-    out = run_sh(sha256_command(data, fast=True), tmp_path, path=str(tools))
+    out = run_sh(sha256_command(data, fast=True).text, tmp_path, path=str(tools))
     assert "*" not in out  # sha256sum's text-mode lines, not openssl's
     assert parse_sha256(out) == {p: hashlib.sha256(c).hexdigest() for p, c in data.items()}
 

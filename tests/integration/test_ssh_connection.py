@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import time
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 from kubexm.engine import Event, EventBus, Executor, RunContext, RunOptions
 from kubexm.errors import AuthenticationError, ConnectionFault, HostKeyError
 from kubexm.hosts.base import ConnectOptions
+from kubexm.hosts.shell import sh, user_shell
 from kubexm.hosts.ssh import SSHConnection
 from kubexm.pipelines.adhoc import RUN_COMMAND
 from kubexm.spec.loader import parse_cluster
@@ -113,18 +115,24 @@ async def test_upload_skips_identical_file_and_download(sshd: SSHD, tmp_path: Pa
     h = run.host("n1")
     try:
         assert await h.upload(payload, "/opt/kubexm-it/blob.bin", mode=0o600) is True
-        stat = await h.run("stat -c '%U %a' /opt/kubexm-it/blob.bin")
+        stat = await h.run(sh("stat", "-c", "%U %a", "/opt/kubexm-it/blob.bin"))
         assert stat.stdout.split() == ["root", "600"]
         assert await h.upload(payload, "/opt/kubexm-it/blob.bin", mode=0o640) is False  # same content: skipped
-        stat = await h.run("stat -c '%U %a' /opt/kubexm-it/blob.bin")
+        stat = await h.run(sh("stat", "-c", "%U %a", "/opt/kubexm-it/blob.bin"))
         assert stat.stdout.split() == ["root", "640"]  # ...but the mode asked for is still enforced
-        leftovers = await h.run("ls -a /tmp /opt/kubexm-it | grep -c '^.kubexm-' || true")
+        await h.run(sh("chown", f"{sshd.user}:{sshd.user}", "/opt/kubexm-it/blob.bin"))
+        assert await h.file_state("/opt/kubexm-it/blob.bin", large=True) == (
+            hashlib.sha256(payload.read_bytes()).hexdigest(), f"640 {sshd.user}:{sshd.user}")
+        assert await h.upload(payload, "/opt/kubexm-it/blob.bin", mode=0o640) is False
+        stat = await h.run(sh("stat", "-c", "%U:%G %a", "/opt/kubexm-it/blob.bin"))
+        assert stat.stdout.split() == ["root:root", "640"]  # ...and so is the owner
+        leftovers = await h.run(user_shell("ls -a /tmp /opt/kubexm-it | grep -c '^.kubexm-' || true"))
         assert leftovers.stdout.strip() == "0", "the staged copy of an upload must not be left behind"
         back = tmp_path / "back.bin"
         await h.download("/opt/kubexm-it/blob.bin", back)
         assert back.read_bytes() == payload.read_bytes()
     finally:
-        await h.run("rm -rf /opt/kubexm-it", check=False)
+        await h.run(sh("rm", "-rf", "/opt/kubexm-it"), check=False)
         await run.close()
 
 
@@ -173,7 +181,7 @@ async def test_bastion_jump(sshd: SSHD) -> None:
     cluster = parse_cluster(yaml)
     run = RunContext(cluster, RunOptions())
     try:
-        res = await run.host("n1").run("echo $SSH_CONNECTION", sudo=False)
+        res = await run.host("n1").run(user_shell("echo $SSH_CONNECTION"), sudo=False)
         # Through the jump host the session's client address is the bastion's own loopback connection.
         assert res.stdout.split()[2] == "127.0.0.1"
         conn = await run.pool.get("n1")

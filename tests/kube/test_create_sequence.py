@@ -49,7 +49,7 @@ class FakeControlPlane:
             h = fleet[name]
             h.on(r"^kubeadm (init|join|token)", self.kubeadm)
             h.on(r"^test -f /etc/kubernetes/admin.conf && kubectl", self.readyz)
-            h.on(r"get pods -l tier=control-plane -o json", self.pods)
+            h.on(r"get pods -n kube-system -l tier=control-plane -o json", self.pods)
             h.on(r"get nodes -o json", lambda h, m, s: (0, '{"items": []}', ""))
             h.on(r"^test -f /etc/kubernetes/kubelet.conf", lambda h, m, s: (
                 0 if any(c.startswith("kubeadm join") or c.startswith("kubeadm init") for c in h.commands)
@@ -102,8 +102,9 @@ def test_init_then_control_planes_one_by_one_then_workers(tmp_path: Path, monkey
     assert not [cmd for cmd in every if token in cmd]
     assert f"kubeadm token delete {token.split('.')[0]}" in fleet["master1"].commands
     # The files holding it are removed after use.
-    assert all(f"rm -f {JOIN_CONFIG}" in fleet[n].commands for n in NAMES[1:])
-    assert f"rm -f {INIT_CONFIG}" in fleet["master1"].commands
+    assert all(f"rm -f -- {JOIN_CONFIG}" in fleet[n].commands for n in NAMES[1:])
+    assert f"rm -f -- {INIT_CONFIG}" in fleet["master1"].commands
+    assert "rm -f -- /etc/kubernetes/kubeadm-token.yaml" not in fleet["master1"].commands  # init made the token
     # Certificates from kubexm's PKI on every control plane, none on workers.
     for n in NAMES[:3]:
         assert fleet[n].modes["/etc/kubernetes/pki/ca.key"] == 0o600

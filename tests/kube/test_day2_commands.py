@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,7 @@ class FakeKube:
             host.on(r"^" + re.escape(KUBECTL) + r" (.*)$", self.kubectl)
             host.on(r"^systemctl daemon-reload && systemctl restart kubelet$", self.restart_kubelet)
             host.on(r"^(?:if command -v kubeadm >/dev/null; then )?kubeadm (upgrade|reset)", self.record)
-            host.on(r"^dpkg-query", lambda h, m, s: (0, "haproxy installed\nkeepalived installed\n", ""))
+            host.on(r"^dpkg-query", lambda h, m, s: (0, "haproxy\tii \nkeepalived\tii \n", ""))
             host.on(r"^ip -o -4 addr show to", lambda h, m, s: (0, "eth0\n", ""))
             host.on(r"^test -e /etc/kubernetes/kubelet.conf",
                     lambda h, m, s: (1 if any("kubeadm reset" in c for c in h.commands) else 0, "", ""))
@@ -58,7 +59,9 @@ class FakeKube:
         self.log.append((h.name, m.string))
         if args == "version -o json":
             return 0, json.dumps({"serverVersion": {"gitVersion": self.nodes["master1"]["version"]}}), ""
-        name = args.split()[2] if args.startswith(("get node", "delete node")) else args.split()[1]
+        words = shlex.split(args)
+        # Every node name is the one word after "--": it can never be taken for an option.
+        name = words[words.index("--") + 1]
         node = self.nodes.get(name)
         if args.startswith("get node"):
             if node is None:
@@ -94,17 +97,18 @@ def test_delete_nodes_drains_deletes_and_resets_one_by_one() -> None:
     reset = ("if command -v kubeadm >/dev/null; then kubeadm reset --force --cri-socket "
              "unix:///run/containerd/containerd.sock; fi && rm -rf /etc/cni/net.d")
     mutating = [(h, "RESET" if c.startswith(reset) else c) for h, c in kube.log if " get node " not in c]
+    assert ("master2", f"{KUBECTL} get node -o json --ignore-not-found -- master1") in kube.log
     # kubectl runs on master2: master1 is being removed. master1 goes completely before worker1.
     assert mutating == [
-        ("master2", f"{KUBECTL} cordon master1"),
-        ("master2", f"{KUBECTL} drain master1 --ignore-daemonsets --delete-emptydir-data --grace-period=30 "
-                    "--timeout=120s --force"),
-        ("master2", f"{KUBECTL} delete node master1 --ignore-not-found"),
+        ("master2", f"{KUBECTL} cordon -- master1"),
+        ("master2", f"{KUBECTL} drain --ignore-daemonsets --delete-emptydir-data --grace-period=30 "
+                    "--timeout=120s --force -- master1"),
+        ("master2", f"{KUBECTL} delete node --ignore-not-found -- master1"),
         ("master1", "RESET"),
-        ("master2", f"{KUBECTL} cordon worker1"),
-        ("master2", f"{KUBECTL} drain worker1 --ignore-daemonsets --delete-emptydir-data --grace-period=30 "
-                    "--timeout=120s --force"),
-        ("master2", f"{KUBECTL} delete node worker1 --ignore-not-found"),
+        ("master2", f"{KUBECTL} cordon -- worker1"),
+        ("master2", f"{KUBECTL} drain --ignore-daemonsets --delete-emptydir-data --grace-period=30 "
+                    "--timeout=120s --force -- worker1"),
+        ("master2", f"{KUBECTL} delete node --ignore-not-found -- worker1"),
         ("worker1", "RESET"),
     ]
     # The balancers (co-located on the control planes) stopped sending traffic to master1 first.
@@ -146,19 +150,19 @@ def test_upgrade_order_control_planes_first_then_workers_in_batches(tmp_path: Pa
     steps = [(h, c.replace(KUBECTL + " ", "kubectl ")) for h, c in kube.log
              if not re.search(r" get node |version -o json", c)]
     assert steps[:6] == [
-        ("master1", "kubeadm upgrade apply v1.34.3 --yes --certificate-renewal=false"),
-        ("master1", "kubectl cordon master1"),
-        ("master1", "kubectl drain master1 --ignore-daemonsets --delete-emptydir-data --grace-period=-1 "
-                    "--timeout=300s"),
+        ("master1", "kubeadm upgrade apply --yes --certificate-renewal=false -- v1.34.3"),
+        ("master1", "kubectl cordon -- master1"),
+        ("master1", "kubectl drain --ignore-daemonsets --delete-emptydir-data --grace-period=-1 "
+                    "--timeout=300s -- master1"),
         ("master1", "systemctl daemon-reload && systemctl restart kubelet"),
-        ("master1", "kubectl uncordon master1"),
+        ("master1", "kubectl uncordon -- master1"),
         ("master2", "kubeadm upgrade node --certificate-renewal=false"),
     ]
     order = [h if "kubeadm upgrade" in c else None for h, c in steps]
     assert [h for h in order if h] == ["master1", "master2", "master3", "worker1", "worker2"]
     # Workers go in one batch of two: both are cordoned before either is uncordoned.
     worker_lines = [c for _, c in steps if "worker" in c]
-    assert worker_lines.index("kubectl cordon worker2") < worker_lines.index("kubectl uncordon worker1")
+    assert worker_lines.index("kubectl cordon -- worker2") < worker_lines.index("kubectl uncordon -- worker1")
     assert all(n["version"] == "v1.34.3" and not n["unschedulable"] for n in kube.nodes.values())
     installs = [cmd for cmd in fleet["worker1"].commands if cmd.startswith("install -m 0755")]
     assert [i.split(" && ")[0].split()[-1] for i in installs] == [
@@ -173,8 +177,59 @@ def test_version_skew_rules_and_plan() -> None:
     assert skew_problem("v1.33.7", "v1.35.0") is not None and "skips a minor" in str(skew_problem("v1.33.7", "v1.35.0"))
     assert "older" in str(skew_problem("v1.33.7", "v1.32.9"))
     assert skew_problem("v1.33.7", "v1.34.3") is None and skew_problem("v1.33.2", "v1.33.7") is None
-    plan = upgrade_plan(cluster("v1.34.3"), 2)
-    assert plan[0].startswith("1. master1: install kubeadm v1.34.3, kubeadm upgrade apply v1.34.3")
-    assert plan[1].startswith("2. master2:") and "kubeadm upgrade node" in plan[1]
-    assert plan[3].startswith("4. worker1, worker2: drain")
-    assert len(upgrade_plan(cluster("v1.34.3"), 1, control_plane=False)) == 2
+    rows = upgrade_plan(cluster("v1.34.3"), 2, "v1.33.7")
+    assert rows[0] == ["1", "master1", "kubeadm", "v1.33.7", "v1.34.3", "install the binary"]
+    assert ["1", "master1", "kube-apiserver", "v1.33.7", "v1.34.3", "kubeadm upgrade apply v1.34.3"] in rows
+    assert ["1", "(cluster)", "kube-proxy", "v1.33.7", "v1.34.3", "kubeadm upgrade apply v1.34.3"] in rows
+    assert ["2", "master2", "kube-scheduler", "v1.33.7", "v1.34.3", "kubeadm upgrade node"] in rows
+    assert ["4", "worker1, worker2", "kubelet", "v1.33.7", "v1.34.3", "install, restart kubelet, uncordon"] in rows
+    # Ordered: control planes one by one, then the worker batch; every component of every node has a row.
+    assert [r[0] for r in rows] == sorted(r[0] for r in rows)
+    for node in ("master1", "master2", "master3"):
+        assert {r[2] for r in rows if r[1] == node} == {"kubeadm", "kube-apiserver", "kube-controller-manager",
+                                                        "kube-scheduler", "kubelet", "kubectl"}
+    workers = upgrade_plan(cluster("v1.34.3"), 1, "v1.33.7", control_plane=False)
+    assert sorted({r[1] for r in workers}) == ["worker1", "worker2"]
+
+
+def run_with_events(c: Cluster, pipeline: Any, fleet: MemoryFleet, **opts: Any) -> tuple[Any, list[Any]]:
+    events: list[Any] = []
+    extra = opts.pop("extra", {})
+    options = RunOptions(extra=extra, **opts)
+    ctx = RunContext(c, options, bus=EventBus([events.append]),
+                     pool=ConnectionPool(c, options.connect, factory=fleet.factory))
+    report = asyncio.run(Executor(ctx).run_pipeline(pipeline))
+    return report, events
+
+
+def test_upgrade_plan_is_printed_offline_and_changes_nothing() -> None:
+    # What `upgrade cluster --plan` runs: an offline dry run of the "plan" tag.
+    fleet = MemoryFleet(NAMES)
+    report, events = run_with_events(cluster("v1.34.3"), UPGRADE_CLUSTER, fleet, dry_run=True, offline=True,
+                                     tags={"plan"}, extra={"from_version": "v1.33.7", "node_concurrency": 2})
+    assert report.ok
+    reports = [e.data for e in events if e.kind == "report"]
+    assert len(reports) == 1 and reports[0]["title"] == "Upgrade plan: v1.33.7 -> v1.34.3"
+    rows = reports[0]["rows"]
+    assert rows[0] == ["1", "master1", "kubeadm", "v1.33.7", "v1.34.3", "install the binary"]
+    assert rows[-1][:2] == ["4", "worker1, worker2"]
+    assert not [n for n in NAMES if fleet[n].commands]
+
+
+def test_upgrade_skipping_a_minor_or_going_down_is_refused_before_any_node() -> None:
+    for current, target, words in (("v1.32.5", "v1.34.3", "skips a minor version"),
+                                   ("v1.33.7", "v1.32.9", "older than the running")):
+        fleet = MemoryFleet(NAMES)
+        # Offline (--plan), against the version the cluster file records.
+        report, events = run_with_events(cluster(target), UPGRADE_CLUSTER, fleet, dry_run=True, offline=True,
+                                         tags={"plan"}, extra={"from_version": current})
+        assert [f.task for f in report.failures] == ["PlanUpgrade"]
+        assert words in report.failures[0].message and "\n" not in report.failures[0].message
+        assert not [e for e in events if e.kind == "report"]
+        # Connected, against the version the API server reports: nothing is installed or upgraded.
+        kube = FakeKube(fleet, current)
+        report = run(cluster(target), UPGRADE_CLUSTER, fleet)
+        assert [f.step for f in report.failures] == ["CheckUpgradeSkew"], report.failures
+        assert words in report.failures[0].message
+        assert not [c for _, c in kube.log if "upgrade" in c or "drain" in c or "cordon" in c]
+        assert not [c for n in NAMES for c in fleet[n].commands if c.startswith(("install ", "<put"))]

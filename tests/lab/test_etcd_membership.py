@@ -65,7 +65,7 @@ def test_grow_to_five_and_shrink_to_three_staying_healthy(five: Lab) -> None:
     monitor = start_monitor(five)
     try:
         set_etcd_members(five, ["node1", "node2", "node3", "node4", "node5"])
-        res = kubexm("add", "nodes", "-f", cluster, "--nodes", "node4,node5", "--role", "etcd")
+        res = kubexm("add", "nodes", "-y", "-f", cluster, "--nodes", "node4,node5", "--role", "etcd")
         assert res.returncode == 0, res.stdout[-2000:] + res.stderr
         health = ssh(five, "node5", f"{ETCDCTL} --endpoints=https://127.0.0.1:2379 endpoint health --cluster 2>&1")
         assert health.count("is healthy") == 5

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -43,7 +45,9 @@ def probe_handler(listen: str = "22", missing: tuple[str, ...] = (), unreachable
         for cmd in re.findall(r"command -v (\S+) >/dev/null 2>&1 && echo cmd_", script):
             lines.append(f"cmd_{cmd}={0 if cmd in missing else 1}")
         lines += [f"listen={listen}", "dns_self=1", "have_bash=1"]
-        for peer, port in re.findall(r"echo \"reach_(\w+)_(\d+)=", script):
+        if "reach_tested=0" in script:
+            lines.append("reach_tested=0")
+        for peer, port in re.findall(r"printf '%s=%s\\n' reach_(\w+)_(\d+) ", script):
             lines.append(f"reach_{peer}_{port}={'timeout' if peer in unreachable else 'refused'}")
         import time
 
@@ -170,3 +174,37 @@ def test_real_checks_on_this_machine() -> None:
     assert {c for (h, c) in rows if h == host} == set(CHECKS)
     assert rows[(host, "cpu")][1].startswith(f"{os.cpu_count()} CPUs")
     assert rows[(host, "ssh")][0] == "pass"
+
+
+def test_dry_run_probe_only_reads_and_says_reachability_waits_for_the_run() -> None:
+    fleet = fleet_with()
+    report, run, events = run_preflight(fleet, dry_run=True)
+    assert report.ok, report.failures
+    rows = table(events)
+    assert rows[("w1", "network")][0] == "warn" and "not in a dry run" in rows[("w1", "network")][1]
+    assert rows[("w1", "ports")][0] == "pass"
+    assert not any("/dev/tcp" in c for c in fleet["w1"].commands)
+    assert "preflight_failed" not in run.shared
+
+
+def test_real_run_probes_each_peer_port() -> None:
+    fleet = fleet_with()
+    run_preflight(fleet)
+    (probe,) = [c for c in fleet["w2"].commands if "/dev/tcp" in c]
+    assert re.findall(r"bash -c '(: </dev/tcp/[\d.]+/\d+)'", probe) == [
+        ": </dev/tcp/10.0.0.1/2379", ": </dev/tcp/10.0.0.1/2380", ": </dev/tcp/10.0.0.1/6443",
+        ": </dev/tcp/10.0.0.2/10250"]
+
+
+def test_the_probe_runs_in_sh_and_a_hostile_peer_address_stays_one_word(tmp_path: Path) -> None:
+    from kubexm.steps.preflight import probe_script
+
+    peers = [("odd", "127.0.0.1/1;echo pwned>f", 1), ("p", "127.0.0.1", 1)]
+    for shell_name in ("bash", "dash"):
+        res = subprocess.run([shell_name, "-c", probe_script(peers).text], cwd=tmp_path, capture_output=True,
+                             text=True, check=False, timeout=30)
+        probe = dict(line.partition("=")[::2] for line in res.stdout.splitlines())
+        assert probe["cmd_sh"] == "1" and probe["now"]
+        assert probe["reach_p_1"] == "refused"  # nothing listens on port 1 here
+        assert probe["reach_odd_1"] in ("refused", "unreachable")
+        assert list(tmp_path.iterdir()) == []

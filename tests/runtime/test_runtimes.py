@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
+import shlex
 import tarfile
 import tomllib
 from pathlib import Path
@@ -95,16 +97,22 @@ def test_awkward_passwords_stay_inside_toml_strings() -> None:
     assert auth == {"username": "puller", "password": 'p"w\\d'}
 
 
+INSTALLED: dict[str, set[str]] = {}
+
+
 def fake_packages(host: MemoryHost) -> None:
-    """Package queries answer from what apt/dnf installed earlier in the run."""
-    have: set[str] = set()
-    host.on(r"^(?:dpkg-query|rpm -q)", lambda h, m, s: (0, "".join(
-        f"{n} installed\n" for n in m.string.split("'")[-1].split()[:-1] if n in have), ""))
-    host.on(r"(?:apt-get install -y|dnf install -y \|\| yum install -y\)) (.*)$",
-            lambda h, m, s: (have.update(m.group(1).split()), (0, "", ""))[1])
+    """Package queries answer from what apt/dnf installed earlier in the run (recorded in INSTALLED)."""
+    have = INSTALLED.setdefault(host.name, set())
+    host.on(r"^dpkg-query -W \S+ (.*?)(?: 2>/dev/null)?$", lambda h, m, s: (0, "".join(
+        f"{n}\tii \n" for n in shlex.split(m.group(1)) if n in have), ""))
+    host.on(r"^for p in (.*?); do rpm -q", lambda h, m, s: (0, "".join(
+        f"{n}\n" for n in shlex.split(m.group(1)) if n in have), ""))
+    host.on(r"(?:apt-get install -y|then dnf install -y) (.*?)(?:; else .*)?$",
+            lambda h, m, s: (have.update(shlex.split(m.group(1))), (0, "", ""))[1])
 
 
 def run_module(c: Cluster, fleet: MemoryFleet, tags: frozenset[str] = frozenset()) -> object:
+    INSTALLED.clear()
     options = RunOptions()
     run = RunContext(c, options, bus=EventBus([lambda e: None]),
                      pool=ConnectionPool(c, options.connect, factory=fleet.factory))
@@ -138,9 +146,11 @@ def test_docker_branch_on_ubuntu_and_rocky(tmp_path: Path) -> None:
         fleet[name].on(r"^systemctl is-enabled", lambda h, m, s: (1, "disabled\n", ""))
     report = run_module(c, fleet)
     assert report.ok, [(f.host, f.step, f.message) for f in report.failures]  # type: ignore[attr-defined]
-    ubuntu, rocky = fleet["cp1"].commands, fleet["w1"].commands
-    assert "DEBIAN_FRONTEND=noninteractive apt-get install -y docker.io containernetworking-plugins" in ubuntu
-    assert "(dnf install -y || yum install -y) docker-ce containernetworking-plugins" in rocky
+    # Each family got its own package names, through its own package manager.
+    assert {h: pkgs for h, pkgs in INSTALLED.items() if pkgs} == {"cp1": {"docker.io", "containernetworking-plugins"},
+                         "w1": {"docker-ce", "containernetworking-plugins"}}
+    assert any("apt-get install" in c for c in fleet["cp1"].commands)
+    assert any("dnf install" in c for c in fleet["w1"].commands)
     for host in (fleet["cp1"], fleet["w1"]):
         assert json.loads(host.files[DOCKER_DAEMON])["exec-opts"] == ["native.cgroupdriver=systemd"]
         assert b"--pod-infra-container-image=reg.internal:5000/pause:3.10" in host.files[CRI_DOCKER_UNIT]
@@ -149,6 +159,9 @@ def test_docker_branch_on_ubuntu_and_rocky(tmp_path: Path) -> None:
         assert base64.b64decode(creds).decode() == 'puller:p"w\\d' and host.modes[KUBELET_DOCKER_CONFIG] == 0o600
         installs = [c for c in host.commands if "cri-dockerd" in c and "install -m 0755" in c]
         assert len(installs) == 1 and "tar -xf /var/lib/kubexm/assets/cri-dockerd-0.3.11.amd64.tgz" in installs[0]
+        # Unpacked in a private directory with an unguessable name, never a fixed one under /tmp.
+        assert "/tmp/" not in installs[0]
+        assert re.search(r"mkdir -m 0700 /var/lib/kubexm/assets/\.extract-cri-dockerd-[0-9a-f]{16} ", installs[0])
         started = [c for c in host.commands if c.startswith("systemctl daemon-reload && systemctl enable")]
         assert [c.split()[-1] for c in started] == ["docker", "cri-docker.socket", "cri-docker.service"]
 
@@ -159,7 +172,7 @@ def test_crio_branch_writes_its_files() -> None:
     report = run_module(c, fleet)
     assert report.ok  # type: ignore[attr-defined]
     host = fleet["w1"]
-    assert "DEBIAN_FRONTEND=noninteractive apt-get install -y cri-o skopeo containernetworking-plugins" in host.commands
+    assert INSTALLED["w1"] == {"cri-o", "skopeo", "containernetworking-plugins"}
     assert {CRIO_CONF, CRIO_REGISTRIES, CRIO_AUTH, CRICTL} <= set(host.files)
     assert host.modes[CRIO_AUTH] == 0o600
     assert b"unix:///var/run/crio/crio.sock" in host.files[CRICTL]
@@ -195,15 +208,47 @@ def test_images_are_imported_once(tmp_path: Path) -> None:
     c = cluster("containerd", extra=f"  assets: {{localSource: {source}}}\n")
     c.spec.container_runtime.snapshotter = "native"
     fleet = MemoryFleet(["cp1", "w1"])
-    fleet["cp1"].on(r"^ctr -n k8s.io images ls -q", lambda h, m, s: (0, "kubexm.test/hello:v1\n", ""))
+    fleet["cp1"].on(r"^ctr --namespace=k8s.io images ls -q", lambda h, m, s: (0, "kubexm.test/hello:v1\n", ""))
     imported: list[str] = []
-    fleet["w1"].on(r"^ctr -n k8s.io images ls -q", lambda h, m, s: (0, "".join(imported), ""))
-    fleet["w1"].on(r"^ctr -n k8s.io images import",
+    fleet["w1"].on(r"^ctr --namespace=k8s.io images ls -q", lambda h, m, s: (0, "".join(imported), ""))
+    fleet["w1"].on(r"^ctr --namespace=k8s.io images import",
                    lambda h, m, s: (imported.append("kubexm.test/hello:v1\n"), (0, "", ""))[1])
     report = run_module(c, fleet, frozenset({"images"}))
     assert report.ok, [(f.host, f.step, f.message) for f in report.failures]  # type: ignore[attr-defined]
     assert not any("images import" in cmd for cmd in fleet["cp1"].commands)  # already present: skipped
     assert "/var/lib/kubexm/images/hello.tar" not in fleet["cp1"].files
     (cmd,) = [c for c in fleet["w1"].commands if "images import" in c]
-    assert cmd == ("ctr -n k8s.io images import --snapshotter native /var/lib/kubexm/images/hello.tar"
+    assert cmd == ("ctr --namespace=k8s.io images import --snapshotter native /var/lib/kubexm/images/hello.tar"
                    " && rm -f /var/lib/kubexm/images/hello.tar")
+
+
+@pytest.mark.parametrize("registry", ["../../x", "reg.internal\n[plugins]", "a/b"])
+def test_a_registry_that_would_leave_certs_d_is_refused_on_one_line(registry: str) -> None:
+    c = cluster("containerd")
+    # As if the spec validation had missed it: the step still refuses to build the path.
+    c.spec.container_runtime.registry_mirrors[0].registry = registry
+    fleet = MemoryFleet(["cp1", "w1"])
+    report = run_module(c, fleet)
+    failures = [f for f in report.failures if f.step == "ContainerdConfig"]  # type: ignore[attr-defined]
+    assert failures
+    for f in failures:
+        assert "\n" not in f.message and "cannot name a directory under /etc/containerd/certs.d" in f.message
+    written = {p for h in ("cp1", "w1") for p in fleet[h].files}
+    assert not any("hosts.toml" in p for p in written) and "/etc/containerd/config.toml" not in written
+
+
+@pytest.mark.parametrize("runtime", ["containerd", "docker", "crio"])
+def test_a_dry_run_of_each_runtime_only_reads(runtime: str, tmp_path: Path) -> None:
+    # While planning, the engine refuses every command not declared read-only (an internal error, a
+    # failure here) and every upload: each step's check must be answerable by reading alone.
+    source = cri_dockerd_source(tmp_path)
+    c = cluster(runtime, extra=f"  assets: {{localSource: {source}}}\n")
+    fleet = MemoryFleet(["cp1", "w1"])
+    options = RunOptions(dry_run=True)
+    run = RunContext(c, options, bus=EventBus([lambda e: None]),
+                     pool=ConnectionPool(c, options.connect, factory=fleet.factory))
+    tasks = ContainerRuntimeModule.tasks_for(c, set(), set())
+    report = asyncio.run(Executor(run).run_tasks([(ContainerRuntimeModule, t) for t in tasks]))
+    assert report.ok, [(f.host, f.step, f.message) for f in report.failures]
+    assert {r.status for r in report.records} <= {"ok", "would-change"}
+    assert not any(cmd.startswith("<put") for h in ("cp1", "w1") for cmd in fleet[h].commands)

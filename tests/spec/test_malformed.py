@@ -153,3 +153,23 @@ def test_bad_overrides(item: str, expected: str) -> None:
     with pytest.raises(SpecError) as err:
         parse_cluster(GOOD, "c.yaml", overrides=[item])
     assert expected in str(err.value)
+
+
+@pytest.mark.parametrize(("version", "gates", "expected"), [
+    ("v1.28.15", "", "spec.kubernetes.proxyMode: kube-proxy v1.28.15 has no nftables mode"),
+    ("v1.28.15", "    featureGates: {NFTablesProxyMode: true}\n", "has no nftables mode"),
+    ("v1.29.4", "", "spec.kubernetes.proxyMode: nftables is alpha in v1.29.4; set spec.kubernetes.featureGates.NFTablesProxyMode"),
+    ("v1.30.2", "    featureGates: {NFTablesProxyMode: false}\n", "nftables is alpha in v1.30.2"),
+    ("v1.30.2", "    featureGates: {NFTablesProxyMode: true}\n", None),
+    ("v1.31.2", "", None),
+    ("v1.33.7", "", None),
+])
+def test_nftables_needs_a_kube_proxy_that_has_it(version: str, gates: str, expected: str | None) -> None:
+    text = GOOD.replace("    version: v1.31.2\n", f"    version: {version}\n    proxyMode: nftables\n{gates}")
+    if expected is None:
+        assert parse_cluster(text, "c.yaml").spec.kubernetes.proxy_mode == "nftables"
+        return
+    with pytest.raises(SpecError) as err:
+        parse_cluster(text, "c.yaml")
+    (problem,) = err.value.problems
+    assert problem.startswith("c.yaml:20: ") and expected in problem, problem

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+from pathlib import Path
 
 import pytest
 from test_malformed import GOOD
@@ -14,7 +15,7 @@ from kubexm.spec import loader
 from kubexm.spec.loader import parse_cluster
 
 
-def entries() -> list[os.PathLike[str]]:
+def entries() -> list[Path]:
     return sorted((home() / "cache" / "spec").glob("*.json"))
 
 

@@ -46,3 +46,10 @@ def test_schema_names_camel_case_fields() -> None:
     for field in ("apiVersion", "roleGroups", "control-plane", "privateKeyPath", "controlPlaneEndpoint"):
         assert f'"{field}"' in text
     assert schema["title"].startswith("kubexm Cluster")
+
+
+@pytest.mark.parametrize("hostname", ["Büro_PC.local", "-x-", "a" * 62 + "-bcd", "___", "node1"])
+def test_any_hostname_gives_a_valid_local_cluster(hostname: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("socket.gethostname", lambda: hostname)
+    (host,) = default_local_cluster().spec.hosts
+    assert host.name == local_host_name()

@@ -15,10 +15,12 @@ forwards to CoreDNS's Service IP directly (upstream's documented IPVS setup).
 from __future__ import annotations
 
 import ipaddress
+import re
 from typing import Any
 
 from kubexm.addons.images import dump_manifest
 from kubexm.addons.release import AddonRelease
+from kubexm.errors import KubexmError
 from kubexm.spec.models import Cluster
 from kubexm.templates import render
 
@@ -53,13 +55,27 @@ def listen_addresses(cluster: Cluster) -> list[str]:
     return [local, cluster_dns_ip(cluster)] if intercepts_service_ip(cluster) else [local]
 
 
+# A Corefile word: a zone, an address (IPv6 in brackets, a port, a scheme like tls://) or a resolv.conf path.
+# Anything else (a space, a brace, a quote, a '#') would change the Corefile's structure.
+_COREFILE_WORD = re.compile(r"^[A-Za-z0-9._:/\[\]%@-]+$")
+
+
+def _corefile_words(field: str, values: list[str]) -> list[str]:
+    for value in values:
+        if not _COREFILE_WORD.match(value):
+            raise KubexmError(f"{field}: {value!r} cannot be written into the NodeLocal DNS Corefile",
+                              hint="give a domain name, an address (optionally host:port) or a file path")
+    return values
+
+
 def corefile(cluster: Cluster) -> str:
     """The Corefile node-cache starts from; node-cache itself substitutes __PILLAR__CLUSTER__DNS__ with the
     kube-dns-upstream Service's address at start (upstream's mechanism, not something left to fill in)."""
     dns = cluster.spec.dns
     # Through kube-dns-upstream when the cache holds CoreDNS's own IP, else straight to CoreDNS.
     to_coredns = ["__PILLAR__CLUSTER__DNS__"] if intercepts_service_ip(cluster) else [cluster_dns_ip(cluster)]
-    upstream = list(dns.upstream_servers) or ["/etc/resolv.conf"]
+    upstream = _corefile_words("spec.dns.upstreamServers", list(dns.upstream_servers)) or ["/etc/resolv.conf"]
+    _corefile_words("spec.kubernetes.dnsDomain", [cluster.spec.kubernetes.dns_domain])
     zones = [
         {"name": cluster.spec.kubernetes.dns_domain, "cluster": True, "forward": to_coredns, "force_tcp": True},
         {"name": "in-addr.arpa", "cluster": False, "forward": to_coredns, "force_tcp": True},

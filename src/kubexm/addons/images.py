@@ -142,9 +142,14 @@ def _literal_blocks(node: Any) -> Any:
 
 
 def dump_manifest(docs: list[dict[str, Any]], cluster: Cluster) -> str:
-    """A multi-document manifest from plain objects, images already rewritten for the private registry."""
+    """A multi-document manifest from plain objects, images already rewritten for the private registry.
+
+    kubectl reads YAML 1.1: every string kubexm wrote is double-quoted, so a value such as ``no`` or ``0x1f``
+    from the cluster file stays a string."""
+    from kubexm.kube.kubeadm import quote_strings
+
     out = [_literal_blocks(d) for d in docs]
     if _private(cluster):
         for doc in out:
             rewrite_document(doc, cluster)
-    return _dump(out)
+    return _dump([quote_strings(d) for d in out])

@@ -81,12 +81,15 @@ def default_class_problem(cluster: Cluster) -> str | None:
 
 def _helper_pod(cluster: Cluster) -> str:
     """The pod template local-path runs on a node to create or delete a volume directory."""
-    image = rewrite_image(HELPER_POD_IMAGE, cluster)
-    return ("apiVersion: v1\nkind: Pod\nmetadata:\n  name: helper-pod\nspec:\n"
-            "  priorityClassName: system-node-critical\n"
-            "  tolerations:\n    - key: node.kubernetes.io/disk-pressure\n      operator: Exists\n"
-            "      effect: NoSchedule\n"
-            f"  containers:\n    - name: helper-pod\n      image: {image}\n      imagePullPolicy: IfNotPresent\n")
+    from kubexm.kube.kubeadm import dump_go_yaml
+
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "helper-pod"},
+           "spec": {"priorityClassName": "system-node-critical",
+                    "tolerations": [{"key": "node.kubernetes.io/disk-pressure", "operator": "Exists",
+                                     "effect": "NoSchedule"}],
+                    "containers": [{"name": "helper-pod", "image": rewrite_image(HELPER_POD_IMAGE, cluster),
+                                    "imagePullPolicy": "IfNotPresent"}]}}
+    return dump_go_yaml([pod])
 
 
 def local_path_manifest(cluster: Cluster) -> str:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import io
+import ipaddress
+import re
 from typing import Any
 
-from ruamel.yaml import YAML
-
 from kubexm.balancer.plan import HEALTH_PORT, apiserver_backends, endpoint_plan, vip_prefix
+from kubexm.errors import StepFailed
 from kubexm.spec.models import Cluster
 from kubexm.templates import render
 
@@ -21,11 +21,35 @@ KUBE_VIP_MANIFEST = f"{MANIFESTS}/kube-vip.yaml"
 INTERNAL_MANIFEST = f"{MANIFESTS}/kubexm-haproxy.yaml"
 
 
+# One word of haproxy.cfg or keepalived.conf: what host names and addresses are made of. Neither format
+# has an escape every supported version reads, so anything else (a space, a quote, "#", a brace) is refused
+# rather than written; the spec validation refuses such values first, this keeps the files sound regardless.
+_WORD = re.compile(r"[A-Za-z0-9_.:\[\]-]+")
+
+
+def _word(value: str, what: str) -> str:
+    if not _WORD.fullmatch(value):
+        raise StepFailed(f"{what} {value!r} cannot be written into a balancer config",
+                         hint="host names are RFC 1123 names, addresses are IP addresses")
+    return value
+
+
+def _ip(value: str, what: str) -> str:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        raise StepFailed(f"{what} {value!r} is not an IP address; keepalived needs one",
+                         hint="set the host's internalAddress to an IP address") from None
+    return value
+
+
 def haproxy_cfg(cluster: Cluster, bind: str = "0.0.0.0", listen_port: int | None = None,
                 without: frozenset[str] = frozenset()) -> str:
     plan = endpoint_plan(cluster)
-    return render("balancer/haproxy.cfg.j2", bind=bind, listen_port=listen_port or plan.listen_port,
-                  health_port=HEALTH_PORT, backends=apiserver_backends(cluster, without))
+    backends = [(_word(name, "host name"), _word(address, f"address of {name}"))
+                for name, address in apiserver_backends(cluster, without)]
+    return render("balancer/haproxy.cfg.j2", bind=_word(bind, "bind address"),
+                  listen_port=int(listen_port or plan.listen_port), health_port=int(HEALTH_PORT), backends=backends)
 
 
 def internal_proxy_cfg(cluster: Cluster, without: frozenset[str] = frozenset()) -> str:
@@ -41,24 +65,37 @@ def keepalived_conf(cluster: Cluster, host_name: str, interface: str, script: st
     plan = endpoint_plan(cluster)
     order = list(plan.balancers)
     me = cluster.host(host_name)
-    peers = [cluster.host(n).internal_ip for n in order if n != host_name]
-    return render("balancer/keepalived.conf.j2", router_id=f"kubexm_{host_name}", check_script=script,
-                  cluster_name=cluster.name.replace("-", "_"),
-                  router_id_number=cluster.spec.control_plane_endpoint.virtual_router_id,
-                  priority=150 - 10 * order.index(host_name), interface=interface, auth_pass=auth_pass(cluster),
-                  src_ip=me.internal_ip, peers=peers, vip_prefix=vip_prefix(cluster))
+    peers = [_ip(cluster.host(n).internal_ip, f"address of {n}") for n in order if n != host_name]
+    # Strings go in double quotes (keepalived reads them as one word); they may not hold a quote themselves.
+    return render("balancer/keepalived.conf.j2", router_id=_word(f"kubexm_{host_name}", "router id"),
+                  check_script=_keepalived_string(script, "check script"),
+                  cluster_name=_word(cluster.name.replace("-", "_"), "cluster name"),
+                  router_id_number=int(cluster.spec.control_plane_endpoint.virtual_router_id),
+                  priority=150 - 10 * order.index(host_name), interface=_word(interface, "interface"),
+                  auth_pass=auth_pass(cluster), src_ip=_ip(me.internal_ip, f"address of {host_name}"), peers=peers,
+                  vip_prefix=_vip_prefix(cluster))
+
+
+def _keepalived_string(value: str, what: str) -> str:
+    if '"' in value or "\\" in value:
+        raise StepFailed(f"{what} {value!r} cannot be written into keepalived.conf (a quote or backslash)")
+    return value
+
+
+def _vip_prefix(cluster: Cluster) -> str:
+    _ip(cluster.spec.control_plane_endpoint.address or "", "spec.controlPlaneEndpoint.address")
+    return vip_prefix(cluster)
 
 
 def check_script() -> str:
-    return render("balancer/check_haproxy.sh.j2", health_port=HEALTH_PORT)
+    return render("balancer/check_haproxy.sh.j2", health_port=int(HEALTH_PORT))
 
 
 def _dump(doc: dict[str, Any]) -> str:
-    out = io.StringIO()
-    yaml = YAML()
-    yaml.default_flow_style = False
-    yaml.dump(doc, out)
-    return "# Managed by kubexm: edits are replaced on the next run.\n" + out.getvalue()
+    # kubelet reads static pods with a YAML 1.1 reader: every string is quoted so "no" or "on" stay strings.
+    from kubexm.kube.kubeadm import dump_go_yaml
+
+    return "# Managed by kubexm: edits are replaced on the next run.\n" + dump_go_yaml([doc])
 
 
 def kube_vip_manifest(cluster: Cluster, interface: str, first_node: bool = False) -> str:

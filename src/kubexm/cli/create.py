@@ -11,6 +11,7 @@ import typer
 from kubexm import api
 from kubexm.cli.common import (
     AcceptKeyOpt,
+    CommandTimeoutOpt,
     DryRunOpt,
     FileOpt,
     LogFormat,
@@ -21,7 +22,9 @@ from kubexm.cli.common import (
     SetOpt,
     SkipTagsOpt,
     TagsOpt,
+    YesOpt,
     command_line,
+    confirm,
     console,
     exit_with,
     finish,
@@ -39,7 +42,10 @@ app = typer.Typer(help="Create things: a sample cluster file, a cluster.", no_ar
 def create_config(
     name: Annotated[str, typer.Option("--name", help="cluster name")] = "mycluster",
     with_ha: Annotated[bool, typer.Option("--with-ha", help="3 control-plane nodes behind haproxy+keepalived")] = False,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="write to FILE instead of stdout")] = None,
+    # The product of this command is a file: -o names it (its meaning since the first release; see
+    # `kubexm generate docs` for the rule that -o is a format everywhere else).
+    output: Annotated[Path | None, typer.Option("--output", "-o", metavar="FILE",
+                                                help="write to FILE instead of stdout")] = None,
     force: Annotated[bool, typer.Option("--force", help="overwrite an existing FILE")] = False,
 ) -> None:
     """Write a commented sample cluster file to edit."""
@@ -54,7 +60,6 @@ def create_config(
         raise UsageError(f"{output} already exists", hint="pass --force to overwrite it, or another -o FILE")
     output.write_text(text)
     console().print(f"wrote {output}; edit the hosts, then `kubexm create cluster -f {output} --dry-run`")
-    return
 
 
 @app.command("cluster")
@@ -67,12 +72,24 @@ def create_cluster(
     skip_tags: SkipTagsOpt = None,
     nodes: NodesOpt = None,
     skip_preflight: Annotated[bool, typer.Option("--skip-preflight", help="go on even when preflight checks fail")] = False,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask for confirmation")] = False,
+    local: Annotated[bool, typer.Option("--local", help="no cluster file: make THIS machine a one-node cluster "
+                                                         "(changes its hostname, swap and firewall)")] = False,
+    yes: YesOpt = False,
     log_format: LogFormatOpt = LogFormat.text,
     accept_new_host_key: AcceptKeyOpt = None,
     parallel: ParallelOpt = 50,
+    command_timeout: CommandTimeoutOpt = None,
 ) -> None:
-    """Create (or converge) a cluster from a cluster file; without -f, this machine alone."""
+    """Create (or converge) a cluster from a cluster file (-f), or this machine alone (--local)."""
+    from kubexm.errors import UsageError
+
+    if file is not None and local:
+        raise UsageError("-f and --local exclude each other", hint="-f FILE for the hosts of a cluster file, "
+                         "--local for this machine alone")
+    if file is None and not local:
+        # Without a file the hosts would be this machine: reconfiguring it must be asked for by name.
+        raise UsageError("create cluster needs -f FILE, or --local to make this machine a one-node cluster",
+                         hint="`kubexm create config -o cluster.yaml` writes a sample cluster file")
     if file is None:
         cluster = default_local_cluster() if not set_ else parse_cluster(
             _default_text(), source="<built-in local cluster>", overrides=set_)
@@ -81,11 +98,10 @@ def create_cluster(
         cluster = load_cluster(file, set_ or ())
         source = file
     options = run_options(dry_run=dry_run, offline=offline, tags=tags, skip_tags=skip_tags, nodes=nodes,
-                          skip_preflight=skip_preflight, accept_keys=accept_new_host_key, parallel=parallel)
-    if not dry_run and not yes and sys.stdin.isatty():
-        hosts = ", ".join(h.name for h in cluster.spec.hosts)
-        if not typer.confirm(f"create cluster {cluster.name} on {hosts}?", default=False):
-            raise typer.Exit(1)
+                          skip_preflight=skip_preflight, accept_keys=accept_new_host_key, parallel=parallel,
+                          command_timeout=command_timeout, pipeline="CreateClusterPipeline")
+    confirm(f"create cluster {cluster.name} on {', '.join(h.name for h in cluster.spec.hosts)}", yes=yes,
+            dry_run=dry_run)
     listeners, view = views(log_format)
     outcome = api.create_cluster(cluster, options, command_line=command_line(), listeners=listeners, source=source)
     exit_with(finish(outcome, view, log_format))

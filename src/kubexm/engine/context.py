@@ -16,7 +16,7 @@ from kubexm.hosts.base import CommandResult, ConnectOptions
 from kubexm.hosts.digest import LARGE_FILE, parse_sha256, sha256_command, sha256_file
 from kubexm.hosts.facts import FACTS_SCRIPT, Facts, parse_facts
 from kubexm.hosts.pool import ConnectionPool
-from kubexm.hosts.shell import Cmd, UnsafeCommand, sh
+from kubexm.hosts.shell import Cmd, UnsafeCommand, sh, shell
 from kubexm.spec.models import Cluster, Host
 
 if TYPE_CHECKING:
@@ -113,25 +113,50 @@ class HostContext:
         res = await self.run(sh("cat", "--", path, readonly=True), check=False)
         return res.stdout if res.ok else None
 
-    async def upload(self, source: Path | bytes, remote: str, *, mode: int = 0o644) -> bool:
+    async def file_state(self, path: str, *, large: bool = False) -> tuple[str | None, str | None]:
+        """(sha256, "<mode> <owner>:<group>") of a file on the host in one read-only command; None for what
+        could not be read (a missing file: both None)."""
+        res = await self.run(file_state_command([path], fast=large), check=False)
+        digests, attrs = parse_file_states(res.stdout)
+        return digests.get(path), attrs.get(path)
+
+    def timeout_for(self, kind: str) -> float:
+        """This run's limit for one command of ``kind``: "check" (read-only commands: checks, probes), "command"
+        (the default) or "long" (package installs, image imports, kubeadm init/join). ``--command-timeout``
+        replaces them all. Pass it as ``run(..., timeout=host.timeout_for("long"))``."""
+        return self.run_ctx.options.connect.timeout_for(kind)
+
+    async def upload(self, source: Path | bytes, remote: str, *, mode: int = 0o644, owner: str = "root:root") -> bool:
         """Copy a file to the host unless the host already has identical content.
 
-        Returns True when it sent the file. The mode is enforced even when the content matched.
+        Returns True when it sent the file. Mode and owner (``user:group``) are enforced even when the content
+        matched: a right file with the wrong permissions is fixed, not skipped.
         """
         want = hashlib.sha256(source).hexdigest() if isinstance(source, bytes) else sha256_file(source)
         large = (len(source) if isinstance(source, bytes) else source.stat().st_size) >= LARGE_FILE
-        if await self.sha256(remote, large=large) == want:
-            await self.run(sh("chmod", f"{mode:o}", "--", remote))
+        attrs = file_attrs(mode, owner)
+        got, got_attrs = await self.file_state(remote, large=large)
+        if got == want:
+            if got_attrs != attrs:
+                await self._fix_attrs(remote, mode, owner)
             return False
         if PLANNING.get():
             raise PlanViolation(self.name, f"upload {remote}")
         conn = await self.run_ctx.pool.get(self.name)
         await conn.put(source, remote, mode=mode)
-        got = await self.sha256(remote, large=large)
+        got, got_attrs = await self.file_state(remote, large=large)
         if got != want:
             raise CommandFailed(self.name, f"upload {remote}", 1,
                                 f"checksum mismatch after upload: expected {want}, found {got}")
+        if got_attrs != attrs:
+            await self._fix_attrs(remote, mode, owner)
         return True
+
+    async def _fix_attrs(self, remote: str, mode: int, owner: str) -> None:
+        if PLANNING.get():
+            raise PlanViolation(self.name, f"chown/chmod {remote}")
+        # chown first: it clears set-id bits that the chmod then sets again.
+        await self.run(sh("chown", "--", owner, remote) & sh("chmod", "--", f"{mode:o}", remote))
 
     async def download(self, remote: str, local: Path) -> None:
         conn = await self.run_ctx.pool.get(self.name)
@@ -139,6 +164,44 @@ class HostContext:
 
     def emit(self, kind: Any, **fields: Any) -> None:
         self.run_ctx.emit(Event(kind=kind, host=self.name, **fields))
+
+
+@dataclass(frozen=True)
+class FileWant:
+    """A file as a step wants it on a host: content (sha256), mode and owner (``user:group``)."""
+
+    sha256: str
+    mode: int
+    owner: str = "root:root"
+
+    @property
+    def attrs(self) -> str:
+        return file_attrs(self.mode, self.owner)
+
+
+def file_attrs(mode: int, owner: str = "root:root") -> str:
+    """How ``file_state_command`` reports a file with this mode and owner: ``stat -c '%a %U:%G'``."""
+    return f"{mode:o} {owner}"
+
+
+def file_state_command(paths: list[str], *, fast: bool = False) -> Cmd:
+    """One read-only command printing the sha256 of each readable file (``sha256_command``'s lines) and then
+    ``#stat <mode> <user>:<group> <path>`` for each existing file; missing files print nothing."""
+    return shell("{digests}; stat -c '#stat %a %U:%G %n' -- {paths} 2>/dev/null",
+                 digests=sha256_command(paths, fast=fast), paths=paths, readonly=True)
+
+
+def parse_file_states(stdout: str) -> tuple[dict[str, str], dict[str, str]]:
+    """({path: sha256}, {path: "<mode> <user>:<group>"}) from ``file_state_command``'s output."""
+    digests, attrs = [], {}
+    for line in stdout.splitlines():
+        if line.startswith("#stat "):
+            parts = line.split(" ", 3)
+            if len(parts) == 4:
+                attrs[parts[3]] = f"{parts[1]} {parts[2]}"
+        else:
+            digests.append(line)
+    return parse_sha256("\n".join(digests)), attrs
 
 
 class RunContext:

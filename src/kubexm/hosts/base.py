@@ -7,6 +7,7 @@ new transport only has to implement the five methods below.
 
 from __future__ import annotations
 
+import math
 import shlex
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -29,6 +30,17 @@ class CommandResult:
         return self.exit_status == 0
 
 
+# Limits on one remote command, by kind of work, in seconds. Every command has one: a hung apt or systemctl
+# must end the step, not block the run. ``--command-timeout`` (ConnectOptions.command_timeout) replaces
+# all three defaults; a step that knows its own bound passes ``timeout=`` and that wins.
+CHECK_TIMEOUT = 60.0  # read-only commands: checks, probes, facts
+COMMAND_TIMEOUT = 600.0  # any other command
+LONG_TIMEOUT = 1800.0  # package installs, image imports, kubeadm init/join: steps ask for it by kind "long"
+TIMEOUT_KINDS = {"check": CHECK_TIMEOUT, "command": COMMAND_TIMEOUT, "long": LONG_TIMEOUT}
+# After its limit a remote command gets SIGTERM, then SIGKILL this many seconds later.
+KILL_AFTER = 5
+
+
 @dataclass(frozen=True)
 class ConnectOptions:
     """Settings of one run that every connection of that run shares."""
@@ -37,10 +49,21 @@ class ConnectOptions:
     accept_new_host_keys: bool = True  # trust on first use; a *changed* key is always an error
     replace_host_keys: frozenset[str] = field(default_factory=frozenset)  # hosts whose new key the user accepted
     connect_timeout: float = 15.0
+    # --command-timeout: replaces the per-kind defaults above (None: the defaults apply).
     command_timeout: float | None = None
     # Seconds SSH connections outlive the run in the connection keeper (hosts/keeper.py); 0: none. The CLI
     # sets it from KUBEXM_PERSIST (default 60); library callers opt in.
     persist: float = 0.0
+
+    def timeout_for(self, kind: str = "command") -> float:
+        """The limit for a command of ``kind`` ("check", "command" or "long") in this run."""
+        if self.command_timeout:
+            return self.command_timeout
+        return TIMEOUT_KINDS[kind]
+
+    def limit(self, requested: float | None) -> float:
+        """The limit a connection enforces: what the caller asked for, else the run's default for commands."""
+        return requested if requested else self.timeout_for("command")
 
 
 @dataclass(frozen=True)
@@ -87,6 +110,30 @@ def sudo_wrap(command: str, *, password_needed: bool) -> tuple[str, bool]:
     if password_needed:
         return f"sudo -S -k -p '' -- {inner}", True
     return f"sudo -n -- {inner}", False
+
+
+PID_MARK = b"kubexm-pid:"
+
+
+def guarded(command: str, limit: float, *, report_pid: bool) -> str:
+    """``command`` run under the host's ``timeout`` (TERM at ``limit`` seconds, KILL ``KILL_AFTER`` later), so
+    it ends on the host even when kubexm is gone. ``timeout`` leads its own process group, which holds every
+    process the command starts: killing that group (``kill_group``) stops all of it. ``report_pid``: first
+    print ``kubexm-pid:<pid>`` on stderr (the pid of ``timeout``, hence the group id) so a cancelled run can
+    kill the group. A host without ``timeout`` runs the command without the limit on the host side.
+    """
+    seconds = max(1, math.ceil(limit))
+    inner = f"sh -c {shlex.quote(command)}"
+    guard = (f"if command -v timeout >/dev/null 2>&1; then exec timeout -k {KILL_AFTER} {seconds} {inner}; "
+             f"else exec {inner}; fi")
+    return ("echo kubexm-pid:$$ >&2; " + guard) if report_pid else guard
+
+
+def kill_group(pid: int) -> str:
+    """Shell text that stops the process group ``pid`` leads: TERM, up to ~3 s of grace, then KILL."""
+    return (f"kill -s TERM -- -{pid} {pid} 2>/dev/null; i=0; "
+            f"while [ $i -lt 15 ] && kill -s 0 -- -{pid} 2>/dev/null; do sleep 0.2; i=$((i+1)); done; "
+            f"kill -s KILL -- -{pid} 2>/dev/null; exit 0")
 
 
 class Connection(ABC):

@@ -12,7 +12,9 @@ shared by every stream with the same host identity; a connection that sat idle i
 round trip before reuse and re-dialled when the probe fails, so a host that died between runs costs a
 reconnect, not a hang. Errors come back as the same kubexm error classes, with message and hint.
 
-Frames: 4-byte big-endian length, then JSON; bytes are base64.
+Frames: 4-byte big-endian length, then JSON; bytes are base64. One request at a time per stream; while it is
+served the client may send ``{"op": "cancel"}`` (or close the stream): the keeper then stops the request
+(killing its remote command) and closes the stream once that is done, which the client waits for.
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ def run_dir() -> Path:
 
 # Bumped whenever requests or replies change: a keeper left running by an older kubexm then simply is not
 # found (another socket name), instead of misreading a newer client.
-PROTOCOL = 1
+PROTOCOL = 2
 
 
 def socket_path() -> Path:
@@ -194,30 +196,64 @@ class Keeper:
         self.clients += 1
         self.served += 1
         conn: Any = None
+        frames: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        pump = asyncio.ensure_future(self._pump(reader, frames))
         try:
-            while (request := await read_frame(reader)) is not None:
+            while (request := await frames.get()) is not None:
                 self.last_activity = time.monotonic()
+                if request.get("op") == "cancel":
+                    return  # a cancel that crossed the reply of its request: nothing left to stop
                 try:
                     op = request["op"]
                     if op == "open":
                         conn = await self.connection(request["target"])
-                        reply: dict[str, Any] = {"ok": True}
+                        reply: dict[str, Any] | None = {"ok": True}
                     elif conn is None:
                         reply = {"ok": False, "error": "ConnectionFault", "message": "no open host on this stream",
                                  "hint": None}
                     else:  # a connection that dropped meanwhile is re-dialled by SSHConnection itself
-                        reply = await self.serve(conn, request)
+                        reply = await self.serve_until_cancelled(conn, request, frames)
                 except Exception as exc:  # every failure goes back to the client as a kubexm error
                     reply = error_reply(exc)
+                if reply is None:
+                    return  # the client cancelled or went away: its command was stopped, the stream ends
                 await write_frame(writer, reply)
                 self.last_activity = time.monotonic()
         except (ConnectionError, ValueError, asyncio.IncompleteReadError):
             return  # the client went away or spoke garbage: drop its stream (below), keep the SSH connections
         finally:
+            pump.cancel()
             self.clients -= 1
             self.last_activity = time.monotonic()
             with contextlib.suppress(Exception):
                 writer.close()
+
+    @staticmethod
+    async def _pump(reader: asyncio.StreamReader, frames: asyncio.Queue[dict[str, Any] | None]) -> None:
+        """Every frame of a stream, read as it arrives, so a cancel is seen while a request is served;
+        None once the client closed the stream (or sent garbage)."""
+        try:
+            while (frame := await read_frame(reader)) is not None:
+                await frames.put(frame)
+        except (ConnectionError, ValueError, asyncio.IncompleteReadError):
+            pass
+        await frames.put(None)
+
+    async def serve_until_cancelled(self, conn: Any, request: dict[str, Any],
+                                    frames: asyncio.Queue[dict[str, Any] | None]) -> dict[str, Any] | None:
+        """Serve ``request``; when the client sends anything meanwhile (a cancel) or goes away, cancel it,
+        which kills the remote command (SSHConnection), and answer None: the stream then ends."""
+        work = asyncio.ensure_future(self.serve(conn, request))
+        interrupt = asyncio.ensure_future(frames.get())
+        await asyncio.wait({work, interrupt}, return_when=asyncio.FIRST_COMPLETED)
+        if not interrupt.done():
+            interrupt.cancel()
+            return work.result()
+        # Even when the work finished at the same moment, the client asked to end: it waits for the close.
+        work.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await work
+        return None
 
     @staticmethod
     async def serve(conn: Any, request: dict[str, Any]) -> dict[str, Any]:

@@ -18,10 +18,12 @@ from typing import Any
 
 from kubexm import errors
 from kubexm.hosts import keeper
-from kubexm.hosts.base import CommandResult, Connection, ConnectOptions, Login
+from kubexm.hosts.base import KILL_AFTER, CommandResult, Connection, ConnectOptions, Login
 from kubexm.spec.models import Bastion, Host
 
 START_TIMEOUT = 10.0
+CANCEL_WAIT = 20.0  # seconds a cancelled call waits for the keeper to have killed the remote command
+BACKSTOP = 30.0  # seconds past a command's limit before the client stops waiting for the keeper
 
 
 class KeeperDown(Exception):
@@ -59,6 +61,15 @@ async def _open_stream(path: Path, persist: float) -> tuple[asyncio.StreamReader
                 raise KeeperDown(f"no connection keeper on {path}") from exc
             await asyncio.sleep(0.02)
 
+
+async def _finish(work: Any) -> None:
+    """Run ``work`` to its end even when the caller is cancelled again meanwhile (a second Ctrl-C)."""
+    task = asyncio.ensure_future(work)
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.shield(task)
+    if not task.done():
+        with contextlib.suppress(BaseException):
+            await asyncio.wait_for(asyncio.shield(task), CANCEL_WAIT)
 
 
 class KeptConnection(Connection):
@@ -103,6 +114,9 @@ class KeptConnection(Connection):
             reply = await keeper.read_frame(reader)
         except OSError as exc:  # ConnectionError included
             reply, cause = None, exc
+        except asyncio.CancelledError:
+            await _finish(self._abandon())
+            raise
         if reply is None:
             # The keeper went away mid-request (killed, or it exited): the next call starts another.
             self._stream = None
@@ -115,6 +129,24 @@ class KeptConnection(Connection):
             raise cls(str(reply.get("message")), hint=reply.get("hint"))
         return reply
 
+    async def _abandon(self) -> None:
+        """Ask the keeper to stop the request in flight (it kills the remote command) and wait until it has:
+        it then closes the stream. The next call binds a new stream."""
+        stream, self._stream = self._stream, None
+        if stream is None:
+            return
+        reader, writer = stream
+        try:
+            await keeper.write_frame(writer, {"op": "cancel"})
+            async with asyncio.timeout(CANCEL_WAIT):
+                while await reader.read(1 << 16):
+                    pass
+        except (OSError, TimeoutError):
+            pass  # the keeper is gone or stuck: the host's own timeout still ends the command
+        finally:
+            with contextlib.suppress(Exception):
+                writer.close()
+
     @staticmethod
     def _result(command: str, reply: dict[str, Any]) -> CommandResult:
         return CommandResult(command, int(reply["exit"]), reply["stdout"], reply["stderr"])
@@ -122,14 +154,22 @@ class KeptConnection(Connection):
     async def run(self, command: str, *, sudo: bool = True, stdin: bytes | str | None = None,
                   timeout: float | None = None) -> CommandResult:
         data = stdin.encode() if isinstance(stdin, str) else stdin
-        reply = await self._call({"op": "run", "command": command, "sudo": sudo, "stdin": keeper.b64(data),
-                                  "timeout": timeout})
-        return self._result(command, reply)
+        limit = self.options.limit(timeout)
+        return await self._limited(command, limit, {"op": "run", "command": command, "sudo": sudo,
+                                                    "stdin": keeper.b64(data), "timeout": limit})
 
     async def run_streaming(self, command: str, source: Path, *, timeout: float | None = None) -> CommandResult:
         # The keeper runs as this user on this machine: it reads the file itself.
-        reply = await self._call({"op": "stream", "command": command, "source": str(Path(source).resolve()),
-                                  "timeout": timeout})
+        limit = self.options.limit(timeout)
+        return await self._limited(command, limit, {"op": "stream", "command": command,
+                                                    "source": str(Path(source).resolve()), "timeout": limit})
+
+    async def _limited(self, command: str, limit: float, request: dict[str, Any]) -> CommandResult:
+        """The keeper enforces ``limit`` on the host; this only guards against a keeper that stopped answering."""
+        try:
+            reply = await asyncio.wait_for(self._call(request), limit + KILL_AFTER + BACKSTOP)
+        except TimeoutError:
+            return CommandResult(command, 124, "", f"timed out after {limit:g}s (no answer from the connection keeper)")
         return self._result(command, reply)
 
     async def put(self, source: Path | bytes, remote: str, *, mode: int = 0o644) -> None:

@@ -27,10 +27,11 @@ def bastion_of(cluster: Cluster, host: Host) -> Bastion | None:
 def default_factory(cluster: Cluster) -> ConnectionFactory:
     def make(host: Host | None, options: ConnectOptions) -> Connection:
         if host is None:
-            return LocalConnection(DEPLOY)
+            return LocalConnection(DEPLOY, options=options)
         if host.connection == "local":
             sudo = host.sudo_password or host.password
-            return LocalConnection(host.name, sudo_password=sudo.get_secret_value() if sudo else None)
+            return LocalConnection(host.name, sudo_password=sudo.get_secret_value() if sudo else None,
+                                   options=options)
         bastion = bastion_of(cluster, host)
         if options.persist > 0:
             return KeptConnection(host, options, bastion=bastion, persist=options.persist)

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import posixpath
+import re
 import secrets
-import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kubexm.hosts.digest import sha256_command, sha256_file
+from kubexm.hosts.shell import Cmd, sh, shell
 
 if TYPE_CHECKING:
     from kubexm.engine.context import RunContext
@@ -54,28 +55,49 @@ FORWARD_FAILED = "kubexm-relay: forward failed"
 BUFFER = 131072
 
 
-def _forward(next_ip: str | None, port: int) -> str:
+# An address socat reads as one host: anything else (a comma or a colon starts socat syntax) is not relayed.
+_SOCAT_HOST = re.compile(r"[A-Za-z0-9.-]+|[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*")
+
+
+def _connect(ip: str, port: int) -> str:
+    host = f"[{ip}]" if ":" in ip else ip  # socat takes an IPv6 address in brackets
+    return f"TCP:{host}:{port},connect-timeout={CONNECT_TIMEOUT},retry={RETRIES},interval=0.1"
+
+
+def _listen(ip: str, port: int) -> str:
+    if ":" in ip:
+        return f"TCP6-LISTEN:{port},bind=[{ip}],reuseaddr"
+    return f"TCP-LISTEN:{port},bind={ip},reuseaddr"
+
+
+def _forward(next_ip: str | None, port: int) -> Cmd:
     if not next_ip:
-        return "cat >/dev/null"
-    socat = (f"socat -b {BUFFER} -T {STALL} -u STDIN "
-             f"TCP:{next_ip}:{port},connect-timeout={CONNECT_TIMEOUT},retry={RETRIES},interval=0.1")
-    return f"{{ {socat} || echo '{FORWARD_FAILED}' >&2; }}"
+        return shell("cat >/dev/null")
+    socat = sh("socat", "-b", BUFFER, "-T", STALL, "-u", "STDIN", _connect(next_ip, port))
+    return shell("{socat} || echo {failed} >&2", socat=socat, failed=FORWARD_FAILED)
 
 
-def _verify(tmp: str, digest: str) -> str:
+def _verify(tmp: str, digest: str) -> Cmd:
     # Reads the copy once more, from the page cache, with digest.py's fast form (openssl where present).
-    return f"test \"$({sha256_command((), fast=True)} < {tmp} | cut -d' ' -f1)\" = {digest}"
+    return shell('test "$({sha256} < {tmp} | cut -d " " -f1)" = {digest}', sha256=sha256_command((), fast=True),
+                 tmp=tmp, digest=digest)
 
 
-def _receive_script(tmp: str, digest: str, listen_ip: str, next_ip: str | None, port: int, wait: int) -> str:
-    forward = _forward(next_ip, port)
+def _receive_script(tmp: str, digest: str, listen_ip: str, next_ip: str | None, port: int, wait: int) -> Cmd:
     # tee -p: keep writing this host's copy even if the next hop breaks.
-    return (f"umask 077; timeout {wait} socat -b {BUFFER} -T {STALL} -u "
-            f"TCP-LISTEN:{port},bind={listen_ip},reuseaddr STDOUT | tee -p {tmp} | {forward}; {_verify(tmp, digest)}")
+    return shell("umask 077; timeout {wait} socat -b {buffer} -T {stall} -u {listen} STDOUT | tee -p {tmp} | {forward}; "
+                 "{verify}", wait=wait, buffer=BUFFER, stall=STALL, listen=_listen(listen_ip, port), tmp=tmp,
+                 forward=_forward(next_ip, port), verify=_verify(tmp, digest))
 
 
-def _seed_script(tmp: str, digest: str, next_ip: str | None, port: int) -> str:
-    return f"umask 077; tee -p {tmp} | {_forward(next_ip, port)}; {_verify(tmp, digest)}"
+def _seed_script(tmp: str, digest: str, next_ip: str | None, port: int) -> Cmd:
+    return shell("umask 077; tee -p {tmp} | {forward}; {verify}", tmp=tmp, forward=_forward(next_ip, port),
+                 verify=_verify(tmp, digest))
+
+
+def _listener_pattern(ip: str, port: int) -> str:
+    """A pkill -f regular expression matching exactly this host's relay listener."""
+    return re.sub(r"[.\[\]]", lambda m: "\\" + m.group(), _listen(ip, port).split(",reuseaddr")[0])
 
 
 async def distribute(run: RunContext, hosts: list[str], source: Path, remote: str, *, mode: int = 0o644,
@@ -115,12 +137,14 @@ async def _stage(run: RunContext, hosts: list[str], remote: str) -> dict[str, st
     parent = posixpath.dirname(remote) or "/"
 
     async def one(h: str) -> tuple[str, str | None]:
-        user = shlex.quote(run.cluster.host(h).user)
+        if not _SOCAT_HOST.fullmatch(run.cluster.host(h).internal_ip):
+            return h, None  # not an address socat can be given safely: this host gets a direct upload
         # An unguessable name, created atomically (mkdir fails if it exists) and private until handed over.
-        d = shlex.quote(posixpath.join(parent, f".kubexm-relay-{secrets.token_hex(8)}"))
-        res = await run.host(h).run(
-            f"command -v socat >/dev/null && command -v tee >/dev/null && mkdir -p {shlex.quote(parent)} && "
-            f"mkdir -m 0700 {d} && chown {user} {d} && echo {d}", check=False)
+        d = posixpath.join(parent, f".kubexm-relay-{secrets.token_hex(8)}")
+        res = await run.host(h).run(shell(
+            "command -v socat >/dev/null && command -v tee >/dev/null && mkdir -p {parent} && "
+            "mkdir -m 0700 {d} && chown -- {user} {d} && echo {d}", parent=parent, d=d,
+            user=run.cluster.host(h).user), check=False)
         out = res.stdout.strip()
         return h, out if res.ok and out.startswith("/") else None
 
@@ -140,9 +164,14 @@ async def _relay(run: RunContext, staged: dict[str, str], source: Path, digest: 
     ok: set[str] = set()
 
     async def finish(h: str, res_ok: bool, why: str) -> None:
-        host, q = run.host(h), shlex.quote(staged[h])
-        place = f"chown 0:0 {q}/data && chmod {mode:o} {q}/data && mv -f {q}/data {shlex.quote(remote)}; "
-        done = await host.run(f"{place if res_ok else ''}s=$?; rm -rf {q}; exit $s", check=False)
+        host, data = run.host(h), tmp[h]
+        if res_ok:
+            place = shell("chown 0:0 {data} && chmod {mode} {data} && mv -f {data} {remote}", data=data,
+                          mode=f"{mode:o}", remote=remote)
+            cleanup = shell("{place}; s=$?; rm -rf {d}; exit $s", place=place, d=staged[h])
+        else:
+            cleanup = sh("rm", "-rf", staged[h])
+        done = await host.run(cleanup, check=False)
         if res_ok and done.ok:
             ok.add(h)
             result.how[h] = "relay"
@@ -170,8 +199,8 @@ async def _relay(run: RunContext, staged: dict[str, str], source: Path, digest: 
         h, nxt = chain[0], (chain[1] if len(chain) > 1 else None)
         try:
             conn = await run.pool.get(h)
-            res = await conn.run_streaming(_seed_script(tmp[h], digest, ips.get(nxt) if nxt else None, port), source,
-                                           timeout=wait)
+            res = await conn.run_streaming(_seed_script(tmp[h], digest, ips.get(nxt) if nxt else None, port).text,
+                                           source, timeout=wait)
             await finish(h, res.ok, _why(res.stderr, res.exit_status))
             return passed_on(h, nxt, res.stderr)
         except Exception as exc:
@@ -201,8 +230,7 @@ async def _relay(run: RunContext, staged: dict[str, str], source: Path, digest: 
             # Stop the listeners still waiting there, so that those hosts fall back to a direct upload now.
             for h, hop in zip(chain[1 + broken:], receivers[broken:], strict=True):
                 if not hop.done():
-                    await run.host(h).run(f"pkill -f {shlex.quote(f'TCP-LISTEN:{port},bind={ips[h]}')}",
-                                          sudo=False, check=False)
+                    await run.host(h).run(sh("pkill", "-f", _listener_pattern(ips[h], port)), sudo=False, check=False)
         await asyncio.gather(*receivers)
 
     await asyncio.gather(*(run_chain(c) for c in chains(todo, seeds)))

@@ -8,9 +8,10 @@ password fed on stdin, never in argv. Host keys are pinned in kubexm's own known
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import posixpath
-import shlex
+import time
 import uuid
 from functools import lru_cache
 from pathlib import Path
@@ -20,8 +21,19 @@ import asyncssh
 
 from kubexm import paths
 from kubexm.errors import AuthenticationError, ConnectionFault, HostKeyError, KubexmError
-from kubexm.hosts.base import CommandResult, Connection, ConnectOptions, Login, sudo_wrap
+from kubexm.hosts.base import (
+    KILL_AFTER,
+    PID_MARK,
+    CommandResult,
+    Connection,
+    ConnectOptions,
+    Login,
+    guarded,
+    kill_group,
+    sudo_wrap,
+)
 from kubexm.hosts.known_hosts import KnownHosts, KnownKey
+from kubexm.hosts.shell import sh
 
 if TYPE_CHECKING:
     from kubexm.spec.models import Bastion, Host
@@ -36,6 +48,9 @@ _TRANSPORT_ERRORS = (
     EOFError,
     BrokenPipeError,
 )
+# Seconds past a command's limit (and the host's KILL_AFTER) before kubexm stops waiting for a host that
+# did not end it itself (a frozen host, a lost link that keepalives have not noticed yet).
+_BACKSTOP = 10.0
 _CHUNK = 4 << 20  # bytes per SFTP write (asyncssh splits each into parallel requests)
 # AES-GCM first: one AEAD call per packet in OpenSSL (AES-NI on the machines kubexm targets) where
 # chacha20-poly1305, asyncssh's first choice, costs several per packet; measured ~10% less client CPU for
@@ -191,63 +206,122 @@ class SSHConnection(Connection):
         res, out, err = await self._exec(command, sudo=sudo, stdin=stdin, timeout=timeout)
         return CommandResult(command, res, out.decode(errors="replace"), err.decode(errors="replace"))
 
+    def _line(self, command: str, limit: float, *, as_root: bool, data: bytes | None) -> tuple[str, bytes | None]:
+        """The channel's command line: ``command`` guarded by the host's timeout, through sudo when ``as_root``."""
+        guard = guarded(command, limit, report_pid=True)
+        if not as_root:
+            return sh("sh", "-c", guard).text, data
+        line, feed = sudo_wrap(guard, password_needed=self._sudo_password is not None)
+        if feed and self._sudo_password is not None:
+            data = self._sudo_password.encode() + b"\n" + (data or b"")
+        return line, data
+
     async def _exec(self, command: str, *, sudo: bool, stdin: bytes | str | None,
                     timeout: float | None) -> tuple[int, bytes, bytes]:
         await self.open()
         assert self._conn is not None
-        data = stdin.encode() if isinstance(stdin, str) else stdin
-        line = command
-        if sudo and not self.is_root:
-            line, feed = sudo_wrap(command, password_needed=self._sudo_password is not None)
-            if feed and self._sudo_password is not None:
-                data = self._sudo_password.encode() + b"\n" + (data or b"")
-        limit = timeout or self.options.command_timeout
+        conn = self._conn
+        as_root = sudo and not self.is_root
+        limit = self.options.limit(timeout)
+        line, data = self._line(command, limit, as_root=as_root,
+                                data=stdin.encode() if isinstance(stdin, str) else stdin)
+        started = time.monotonic()
+        proc: asyncssh.SSHClientProcess[bytes] | None = None
         try:
-            proc = await self._conn.run(line, input=data, check=False, encoding=None, timeout=limit)
-        except asyncssh.TimeoutError as exc:
-            return 124, _bytes(exc.stdout), _bytes(exc.stderr) + f"\ntimed out after {limit:g}s".encode()
+            proc = await conn.create_process(line, encoding=None)
+            if data:
+                proc.stdin.write(data)
+            proc.stdin.write_eof()
+            # The host's timeout ends the command at ``limit``; this one only guards against a host that
+            # does not answer at all.
+            done = await proc.wait(check=False, timeout=limit + KILL_AFTER + _BACKSTOP)
+        except (asyncssh.TimeoutError, TimeoutError) as exc:
+            assert proc is not None
+            await _stopping(self._stop(conn, proc, as_root, seen=_bytes(getattr(exc, "stderr", b""))))
+            return 124, b"", f"timed out after {limit:g}s (the host did not end the command)".encode()
+        except asyncio.CancelledError:
+            if proc is not None:
+                await _stopping(self._stop(conn, proc, as_root))
+            raise
         except _TRANSPORT_ERRORS as exc:
             await self._drop()
             raise ConnectionFault(f"{self.name}: connection lost while running a command: {_reason(exc)}",
                                   hint="the engine retries; check the host if it persists") from None
-        if proc.exit_status is None and proc.exit_signal is None:
+        _, err = _split_pid(_bytes(done.stderr))
+        if done.exit_status is None and done.exit_signal is None:
             # The channel closed without the command reporting how it ended: the host or its sshd went away.
             await self._drop()
             raise ConnectionFault(f"{self.name}: connection lost while running a command (no exit status)",
                                   hint="the engine retries; check the host if it persists")
-        if proc.exit_signal is not None:
-            signal_name = proc.exit_signal[0]
-            return 128 + _signal_number(signal_name), _bytes(proc.stdout), _bytes(proc.stderr) + \
+        if done.exit_signal is not None:
+            signal_name = done.exit_signal[0]
+            return 128 + _signal_number(signal_name), _bytes(done.stdout), err + \
                 f"\nkilled by signal {signal_name}".encode()
-        status = proc.exit_status if proc.exit_status is not None else 255
-        err = _bytes(proc.stderr)
-        if sudo and not self.is_root and status != 0 and _sudo_refused(err):
+        status = done.exit_status if done.exit_status is not None else 255
+        if status in (124, 128 + 9) and time.monotonic() - started >= limit:
+            return 124, _bytes(done.stdout), err + f"\ntimed out after {limit:g}s".encode()
+        if as_root and status != 0 and _sudo_refused(err):
             raise AuthenticationError(
                 f"{self.name}: sudo refused user {self.user}: {err.decode(errors='replace').strip()[:200]}",
                 hint="set sudoPassword (or password) for this host, or allow the user passwordless sudo",
             )
-        return status, _bytes(proc.stdout), err
+        return status, _bytes(done.stdout), err
+
+    async def _stop(self, conn: asyncssh.SSHClientConnection, proc: asyncssh.SSHClientProcess[bytes],
+                    as_root: bool, seen: bytes = b"") -> None:
+        """Kill what ``proc`` started on the host (its whole process group, as root when it runs as root),
+        then close the channel. Closing alone would leave it running: without a pty sshd sends no SIGHUP."""
+        try:
+            if proc.exit_status is not None or proc.exit_signal is not None:
+                return
+            pid, _ = _split_pid(seen + _peek_stderr(proc))
+            deadline = time.monotonic() + 3  # the pid line is the first thing the command prints
+            while pid is None and time.monotonic() < deadline and not proc.is_closing():
+                await asyncio.sleep(0.05)
+                pid, _ = _split_pid(seen + _peek_stderr(proc))
+            if pid is None:
+                return  # never started (or already gone): the host's timeout bounds it anyway
+            line, data = sh("sh", "-c", kill_group(pid)).text, None
+            if as_root:
+                line, feed = sudo_wrap(kill_group(pid), password_needed=self._sudo_password is not None)
+                if feed and self._sudo_password is not None:
+                    data = self._sudo_password.encode() + b"\n"
+            with contextlib.suppress(Exception):
+                await conn.run(line, input=data, check=False, encoding=None, timeout=15)
+        finally:
+            with contextlib.suppress(Exception):
+                proc.close()
 
     async def run_streaming(self, command: str, source: Path, *, timeout: float | None = None) -> CommandResult:
         """The file goes to the command's stdin in chunks: memory stays flat whatever its size."""
         await self.open()
         assert self._conn is not None
+        conn = self._conn
+        limit = self.options.limit(timeout)
+        line, _ = self._line(command, limit, as_root=False, data=None)
+        proc: asyncssh.SSHClientProcess[bytes] | None = None
         try:
-            async with self._conn.create_process(command, encoding=None) as proc:
-                with open(source, "rb") as fh:
-                    while chunk := fh.read(_CHUNK):
-                        proc.stdin.write(chunk)
-                        await proc.stdin.drain()
-                proc.stdin.write_eof()
-                done = await asyncio.wait_for(proc.wait(check=False), timeout or self.options.command_timeout)
-        except TimeoutError:
-            return CommandResult(command, 124, "", f"timed out after {timeout}s")
+            proc = await conn.create_process(line, encoding=None)
+            with open(source, "rb") as fh:
+                while chunk := fh.read(_CHUNK):
+                    proc.stdin.write(chunk)
+                    await proc.stdin.drain()
+            proc.stdin.write_eof()
+            done = await proc.wait(check=False, timeout=limit + KILL_AFTER + _BACKSTOP)
+        except (asyncssh.TimeoutError, TimeoutError) as exc:
+            assert proc is not None
+            await _stopping(self._stop(conn, proc, False, seen=_bytes(getattr(exc, "stderr", b""))))
+            return CommandResult(command, 124, "", f"timed out after {limit:g}s")
+        except asyncio.CancelledError:
+            if proc is not None:
+                await _stopping(self._stop(conn, proc, False))
+            raise
         except _TRANSPORT_ERRORS as exc:
             await self._drop()
             raise ConnectionFault(f"{self.name}: connection lost while streaming: {_reason(exc)}") from None
         status = done.exit_status if done.exit_status is not None else 255
-        return CommandResult(command, status, _bytes(done.stdout).decode(errors="replace"),
-                             _bytes(done.stderr).decode(errors="replace"))
+        _, err = _split_pid(_bytes(done.stderr))
+        return CommandResult(command, status, _bytes(done.stdout).decode(errors="replace"), err.decode(errors="replace"))
 
     # -- files ----------------------------------------------------------------------------
     async def _sftp_client(self) -> asyncssh.SFTPClient:
@@ -267,7 +341,7 @@ class SSHConnection(Connection):
         staged = posixpath.join(staging_dir, f".kubexm-{uuid.uuid4().hex[:12]}")
         try:
             if self.is_root:
-                await self._checked(f"mkdir -p {shlex.quote(parent)}")
+                await self._checked(sh("mkdir", "-p", "--", parent).text)
             sftp = await self._sftp_client()
             # Created exclusively and private: a key being uploaded is never readable by others in transit.
             async with sftp.open(staged, "xb", asyncssh.SFTPAttrs(permissions=0o600)) as fh:
@@ -281,9 +355,9 @@ class SSHConnection(Connection):
                 await sftp.chmod(staged, mode)
                 await sftp.posix_rename(staged, remote)
             else:
-                await self._checked(
-                    f"mkdir -p {shlex.quote(parent)} && install -m {mode:o} {shlex.quote(staged)} "
-                    f"{shlex.quote(remote)}.kubexm-new && mv -f {shlex.quote(remote)}.kubexm-new {shlex.quote(remote)}")
+                await self._checked((sh("mkdir", "-p", "--", parent)
+                                     & sh("install", "-m", f"{mode:o}", "--", staged, remote + ".kubexm-new")
+                                     & sh("mv", "-f", "--", remote + ".kubexm-new", remote)).text)
         except _TRANSPORT_ERRORS as exc:
             await self._drop()
             raise ConnectionFault(f"{self.name}: upload to {remote} interrupted: {_reason(exc)}") from None
@@ -291,7 +365,7 @@ class SSHConnection(Connection):
             raise KubexmError(f"{self.name}: cannot write {remote}: {exc.reason}") from None
         finally:
             if self._conn is not None and not self.is_root:
-                await self._exec(f"rm -f {shlex.quote(staged)}", sudo=False, stdin=None, timeout=30)
+                await self._exec(sh("rm", "-f", "--", staged).text, sudo=False, stdin=None, timeout=30)
 
     async def get(self, remote: str, local: Path) -> None:
         local.parent.mkdir(parents=True, exist_ok=True)
@@ -305,7 +379,7 @@ class SSHConnection(Connection):
                 await self._drop()
                 raise ConnectionFault(f"{self.name}: download of {remote} interrupted: {_reason(exc)}") from None
             return
-        status, out, err = await self._exec(f"cat {shlex.quote(remote)}", sudo=True, stdin=None, timeout=None)
+        status, out, err = await self._exec(sh("cat", "--", remote).text, sudo=True, stdin=None, timeout=None)
         if status != 0:
             raise KubexmError(f"{self.name}: cannot read {remote}: {err.decode(errors='replace').strip()}")
         tmp = local.with_name(local.name + ".part")
@@ -357,6 +431,35 @@ class SSHConnection(Connection):
                     await c.wait_closed()
                 except Exception:  # closing a dead link: nothing left to do
                     continue
+
+
+async def _stopping(work: Any) -> None:
+    """Finish stopping a remote command even if the caller is cancelled again meanwhile (Ctrl-C twice): the
+    kill must reach the host before the run lets go of the cluster."""
+    task = asyncio.ensure_future(work)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            await asyncio.wait_for(asyncio.shield(task), 20)
+
+
+def _peek_stderr(proc: Any) -> bytes:
+    """What the process wrote on stderr so far, without consuming it (asyncssh keeps it until collected)."""
+    buf = proc._recv_buf.get(asyncssh.EXTENDED_DATA_STDERR, [])  # no public peek in asyncssh
+    return b"".join(b for b in buf if isinstance(b, bytes))
+
+
+def _split_pid(stderr: bytes) -> tuple[int | None, bytes]:
+    """The pid ``guarded`` reported, and stderr without that line."""
+    at = 0 if stderr.startswith(PID_MARK) else stderr.find(b"\n" + PID_MARK) + 1
+    if at == 0 and not stderr.startswith(PID_MARK):
+        return None, stderr
+    end = stderr.find(b"\n", at)
+    if end == -1:
+        return None, stderr  # the line is not complete yet
+    digits = stderr[at + len(PID_MARK):end]
+    return (int(digits) if digits.isdigit() else None), stderr[:at] + stderr[end + 1:]
 
 
 def _bytes(value: Any) -> bytes:

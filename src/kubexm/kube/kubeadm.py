@@ -1,6 +1,8 @@
 """kubeadm configuration for the target version: v1beta3 (Kubernetes 1.22 to 1.30) or v1beta4 (1.31+).
 
-Everything is built as data and dumped as YAML, so the shape is exact and tests parse it back.
+Everything is built as data and dumped as YAML, so the shape is exact and tests parse it back. kubeadm,
+kubelet and kube-proxy read YAML 1.1 (go-yaml), where ``no``, ``on``, ``y`` or ``0x1f`` are not strings: every
+string is written double-quoted, so a host named ``no`` stays ``name: "no"``.
 Secrets (the bootstrap token) only ever live in files kubexm uploads with mode 0600, never in argv.
 """
 
@@ -15,7 +17,9 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from ruamel.yaml import YAML
+from ruamel.yaml.scalarstring import DoubleQuotedScalarString, LiteralScalarString
 
+from kubexm.errors import KubexmError
 from kubexm.spec.models import Cluster, Host
 
 PKI_DIR = "/etc/kubernetes/pki"
@@ -27,6 +31,9 @@ KUBELET_CONF = "/etc/kubernetes/kubelet.conf"
 CONTROL_PLANE_TAINT = {"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}
 
 _TOKEN_ALPHABET = string.ascii_lowercase + string.digits
+# kubelet's default hard-eviction signals (memory raised from 100Mi) and pid.available.
+EVICTION_HARD = {"memory.available": "200Mi", "nodefs.available": "10%", "nodefs.inodesFree": "5%",
+                 "imagefs.available": "15%", "imagefs.inodesFree": "5%", "pid.available": "10%"}
 
 
 def api_version(cluster: Cluster) -> str:
@@ -57,12 +64,36 @@ def _args(cluster: Cluster, values: dict[str, str]) -> Any:
     return {k: str(v) for k, v in values.items()}
 
 
-def dump(docs: list[dict[str, Any]]) -> str:
+def quote_strings(node: Any) -> Any:
+    """``node`` with every string (map keys too) double-quoted for the dumper.
+
+    Go programs read YAML 1.1, which takes ``no``/``on``/``y``/``off``, ``~``, ``0x1f``, ``012`` or ``1e3``
+    as booleans, null or numbers where YAML 1.2 (and ruamel) sees strings; quoting every string is the one
+    rule both agree on. Multi-line block scalars are strings in both and stay blocks.
+    """
+    if isinstance(node, LiteralScalarString):
+        return node
+    if isinstance(node, str):
+        return DoubleQuotedScalarString(node)
+    if isinstance(node, dict):
+        return {quote_strings(k): quote_strings(v) for k, v in node.items()}
+    if isinstance(node, (list, tuple)):
+        return [quote_strings(v) for v in node]
+    return node
+
+
+def dump_go_yaml(docs: list[Any]) -> str:
+    """Documents for a Go reader (kubeadm, kubelet, kube-proxy, helm, kubectl): every string quoted."""
     yaml = YAML()
     yaml.default_flow_style = False
+    yaml.width = 4096  # a long value is never folded over lines
     out = io.StringIO()
-    yaml.dump_all(docs, out)
-    return "# Managed by kubexm: regenerated on every run.\n" + out.getvalue()
+    yaml.dump_all([quote_strings(d) for d in docs], out)
+    return out.getvalue()
+
+
+def dump(docs: list[dict[str, Any]]) -> str:
+    return "# Managed by kubexm: regenerated on every run.\n" + dump_go_yaml(docs)
 
 
 def cri_socket(cluster: Cluster) -> str:
@@ -150,7 +181,9 @@ def kubelet_configuration(cluster: Cluster) -> dict[str, Any]:
         "rotateCertificates": True,
         "serverTLSBootstrap": False,
         "failSwapOn": True,
-        "evictionHard": {"memory.available": "200Mi", "nodefs.available": "10%", "imagefs.available": "15%"},
+        # Setting evictionHard replaces kubelet's defaults as a whole: a signal left out is never evicted on
+        # (inode exhaustion among them), so every default signal is listed, plus PID exhaustion.
+        "evictionHard": dict(EVICTION_HARD),
         "systemReserved": {"cpu": "100m", "memory": "256Mi"},
     }
     if k8s.minor >= 27:
@@ -178,6 +211,12 @@ def kube_proxy_configuration(cluster: Cluster) -> dict[str, Any]:
     if k8s.proxy_mode == "ipvs":
         # kube-vip and MetalLB in ARP mode need strict ARP so nodes do not answer for each other's VIPs.
         conf["ipvs"] = {"strictARP": True}
+    elif k8s.proxy_mode == "nftables":
+        if k8s.minor < 29:
+            raise KubexmError(f"kube-proxy mode nftables needs Kubernetes v1.29 or later, not {k8s.version}",
+                              hint="use spec.kubernetes.proxyMode ipvs or iptables for this version")
+        if k8s.minor < 31:  # alpha before 1.31: behind a feature gate
+            conf["featureGates"] = {"NFTablesProxyMode": True}
     return conf
 
 

@@ -25,10 +25,10 @@ from kubexm.steps.kube_ops import (
     Drain,
     KubeadmReset,
     KubeadmUpgrade,
-    PrintUpgradePlan,
     RefuseLastControlPlane,
     RestartKubelet,
     TeardownNode,
+    plan_upgrade,
 )
 from kubexm.steps.kubernetes import ExpireJoinToken, KubeadmJoin, LabelNodes, PlaceKubernetesCerts
 
@@ -97,8 +97,9 @@ DELETE_KUBE_NODES = Pipeline(
 )
 
 # -- upgrade -----------------------------------------------------------------------------------
-PlanUpgrade = Task("PlanUpgrade", steps=[PrintUpgradePlan()], hosts=deploy_machine(), tags=frozenset({"plan"}),
-                   description="the ordered upgrade plan")
+# The plan is reported while the task's steps are listed (plan_upgrade), which an offline `--plan` run does too.
+PlanUpgrade = Task("PlanUpgrade", steps=plan_upgrade, hosts=deploy_machine(), tags=frozenset({"plan"}),
+                   description="the ordered upgrade plan (refuses a skipped minor or a downgrade)")
 CheckSkew = Task("CheckUpgradeSkew", steps=[CheckUpgradeSkew()], hosts=first(role("control-plane")),
                  tags=frozenset({"control-plane", "worker"}), description="running version vs --to-version")
 

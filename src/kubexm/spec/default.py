@@ -12,7 +12,7 @@ from kubexm.spec.models import Cluster
 def local_host_name() -> str:
     """This machine's hostname turned into a valid host name (RFC 1123 label)."""
     name = re.sub(r"[^a-z0-9-]+", "-", socket.gethostname().split(".")[0].lower()).strip("-")
-    return name[:63] or "localhost"
+    return name[:63].rstrip("-") or "localhost"  # cut at 63, it must still end with a letter or digit
 
 
 def default_local_cluster_yaml() -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 from typing import Any
 
-from pydantic import SecretStr
+from pydantic import BaseModel, SecretStr
 
 from kubexm.spec.models import Cluster
 
@@ -21,6 +21,30 @@ def plain_data(value: Any, secrets: bool = False) -> Any:
     if isinstance(value, list):
         return [plain_data(v, secrets) for v in value]
     return value
+
+
+def redacted_secrets(cluster: Cluster) -> list[str]:
+    """The secret fields (YAML paths) that hold the placeholder ``<redacted>`` instead of a secret: a spec
+    read back from the state store, or a file written from one. Running it would send the placeholder as the
+    password (and write it into registry auths on the nodes)."""
+    found: list[str] = []
+
+    def walk(value: object, path: str) -> None:
+        if isinstance(value, SecretStr):
+            if value.get_secret_value() == REDACTED:
+                found.append(path)
+        elif isinstance(value, BaseModel):
+            for name, field in type(value).model_fields.items():
+                walk(getattr(value, name), f"{path}.{field.alias or name}" if path else field.alias or name)
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                walk(item, f"{path}[{index}]")
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                walk(item, f"{path}.{key}")
+
+    walk(cluster, "")
+    return found
 
 
 def cluster_data(cluster: Cluster, secrets: bool = False) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import io
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -165,13 +166,18 @@ def _line_of_path(data: Any, problem: str) -> int:
     return _line_of(data, parse_path(path) if path else ())
 
 
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_./-]+")
+
+
 def _display(loc: Loc) -> str:
     out = ""
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        else:
+        elif _PLAIN_KEY.fullmatch(str(part)):
             out += ("." if out else "") + str(part)
+        else:  # a map key with spaces, quotes or control characters: quoted, so the message stays one line
+            out += f"[{str(part)!r}]"
     return out
 
 
@@ -213,7 +219,9 @@ def _format_errors(exc: ValidationError, data: dict[str, Any], source: str) -> l
         loc: Loc = tuple(err["loc"])
         # pydantic appends the union member / function name for some errors; keep field parts only.
         loc = tuple(p for p in loc if isinstance(p, int) or not str(p).startswith(("function-", "lax-")))
-        path = _display(loc)
+        is_key = bool(loc) and loc[-1] == "[key]"  # pydantic's marker of a map key (not its value) being wrong
+        loc = loc[:-1] if is_key else loc
+        path = _display(loc[:-1]) + f"[{str(loc[-1])!r}]" if is_key else _display(loc)
         line = _line_of(data, loc)
         kind = err["type"]
         msg = err["msg"]
@@ -225,7 +233,7 @@ def _format_errors(exc: ValidationError, data: dict[str, Any], source: str) -> l
             fix = f"did you mean '{close[0]}'?" if close else "remove it"
             if known and not close:
                 fix += f" (allowed here: {', '.join(known)})"
-            text = f"unknown field '{loc[-1]}'; {fix}"
+            text = f"unknown field {str(loc[-1])!r}; {fix}"
         elif kind == "missing":
             text = "is required but missing; add it"
         elif kind == "literal_error":
@@ -238,7 +246,7 @@ def _format_errors(exc: ValidationError, data: dict[str, Any], source: str) -> l
             text = "must be lowercase letters, digits, '-' or '.', starting and ending with a letter or digit"
         else:
             text = msg.replace("Input should be", "must be")
-        problems.append(f"{source}:{line}: {path}: {text}")
+        problems.append(f"{source}:{line}: {path}: {'key ' if is_key else ''}{text}")
     return problems
 
 

@@ -7,11 +7,52 @@ key, not a silently ignored setting. Cross-field rules live in ``spec.validate``
 
 from __future__ import annotations
 
-import ipaddress
-from typing import Annotated, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator
 from pydantic.alias_generators import to_camel
+
+from kubexm.spec.fields import (
+    AbsPath,
+    Address,
+    ArgValue,
+    CertSan,
+    ChartRef,
+    Cidr,
+    ClusterName,
+    DnsLabel,
+    DnsName,
+    DnsUpstream,
+    FeatureGate,
+    FlagName,
+    Identifier,
+    ImageRef,
+    ImageTag,
+    InterfaceName,
+    IPAddress,
+    LabelKey,
+    LabelValue,
+    LocalPath,
+    ManifestSource,
+    NodeName,
+    NtpServer,
+    PackageName,
+    RegistryHost,
+    RegistryPrefix,
+    RegistryUser,
+    RepositoryPath,
+    Schedule,
+    Secret,
+    Sha256,
+    SysctlKey,
+    SysctlValue,
+    Timezone,
+    Url,
+    UserName,
+    Version,
+    bad_character,
+    check_secret,
+)
 
 API_VERSION = "kubexm.io/v1alpha1"
 KIND = "Cluster"
@@ -28,29 +69,61 @@ class SpecModel(BaseModel):
     model_config = ConfigDict(
         alias_generator=to_camel, populate_by_name=True, extra="forbid", validate_assignment=False
     )
+    # Fields whose nested values are data for a YAML or JSON writer, never a config line (Helm values).
+    structured_fields: ClassVar[frozenset[str]] = frozenset()
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _one_line(cls, value: Any, info: ValidationInfo) -> Any:
+        """Every string of every field, whatever its type, stays on one line: the typed fields already refuse
+        this, so this only matters for a field someone adds as plain ``str``."""
+        if info.field_name in cls.structured_fields:
+            return value
+        problem = _line_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
 
 
-def _check_ip(value: str) -> str:
-    ipaddress.ip_address(value)
-    return value
+def _line_problem(value: Any, where: str = "") -> str | None:
+    if isinstance(value, str):
+        bad = bad_character(value)
+        return f"{where}contains {bad}; values must be printable text on one line" if bad else None
+    if isinstance(value, SecretStr):
+        try:
+            check_secret(value)
+        except ValueError as exc:
+            return f"{where}{exc}"
+        return None
+    if isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            problem = _line_problem(item, f"item {i} ")
+            if problem:
+                return problem
+    if isinstance(value, dict):
+        for key, item in value.items():
+            problem = _line_problem(key, "a key ") or _line_problem(item, f"the value of {key!r} ")
+            if problem:
+                return problem
+    return None
 
 
 class Host(SpecModel):
     """A machine kubexm reaches over SSH (or the deploy machine itself with ``connection: local``)."""
 
-    name: Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", max_length=63)]
-    address: str
-    internal_address: str | None = None
+    name: NodeName
+    address: Address
+    internal_address: IPAddress | None = None
     port: Annotated[int, Field(ge=1, le=65535)] = 22
-    user: str = "root"
-    password: SecretStr | None = None
-    private_key_path: str | None = None
-    private_key_passphrase: SecretStr | None = None
-    sudo_password: SecretStr | None = None
+    user: UserName = "root"
+    password: Secret | None = None
+    private_key_path: LocalPath | None = None
+    private_key_passphrase: Secret | None = None
+    sudo_password: Secret | None = None
     connection: Literal["ssh", "local"] = "ssh"
-    bastion: str | None = Field(default=None, description="name of a host in `bastions` to jump through")
+    bastion: NodeName | None = Field(default=None, description="name of a host in `bastions` to jump through")
     arch: Literal["amd64", "arm64"] | None = None
-    labels: dict[str, str] = Field(default_factory=dict)
+    labels: dict[LabelKey, LabelValue] = Field(default_factory=dict)
 
     @property
     def internal_ip(self) -> str:
@@ -58,20 +131,20 @@ class Host(SpecModel):
 
 
 class Bastion(SpecModel):
-    name: str
-    address: str
+    name: NodeName
+    address: Address
     port: Annotated[int, Field(ge=1, le=65535)] = 22
-    user: str = "root"
-    password: SecretStr | None = None
-    private_key_path: str | None = None
+    user: UserName = "root"
+    password: Secret | None = None
+    private_key_path: LocalPath | None = None
 
 
 class RoleGroups(SpecModel):
-    etcd: list[str] = Field(default_factory=list)
-    control_plane: list[str] = Field(default_factory=list, alias="control-plane")
-    worker: list[str] = Field(default_factory=list)
-    loadbalancer: list[str] = Field(default_factory=list)
-    registry: list[str] = Field(default_factory=list)
+    etcd: list[NodeName] = Field(default_factory=list)
+    control_plane: list[NodeName] = Field(default_factory=list, alias="control-plane")
+    worker: list[NodeName] = Field(default_factory=list)
+    loadbalancer: list[NodeName] = Field(default_factory=list)
+    registry: list[NodeName] = Field(default_factory=list)
 
     def members(self, role: str) -> list[str]:
         return list(getattr(self, role.replace("-", "_")))
@@ -81,38 +154,36 @@ class RoleGroups(SpecModel):
 
 
 class ControlPlaneEndpoint(SpecModel):
-    domain: str = "lb.kubexm.local"
-    address: str | None = None
+    domain: DnsName = "lb.kubexm.local"
+    address: IPAddress | None = None
     port: Annotated[int, Field(ge=1, le=65535)] = 6443
     load_balancer: Literal["none", "haproxy-keepalived", "kube-vip", "internal", "external"] = "none"
-    interface: str | None = None
+    interface: InterfaceName | None = None
     # keepalived's VRRP router id: unique per VIP on one L2 segment (two clusters on one VLAN must differ).
     virtual_router_id: Annotated[int, Field(ge=1, le=255)] = 51
     # Where haproxy (dedicated balancers, or the per-worker "internal" proxy) listens when it shares a host
     # with an apiserver, which already holds `port`.
     balancer_port: Annotated[int, Field(ge=1, le=65535)] = 8443
-    kube_vip_version: str = "v0.8.9"
-    haproxy_image: str = "docker.io/library/haproxy:2.8"
-
-    _ip = field_validator("address")(lambda v: v if v is None else _check_ip(v))
+    kube_vip_version: ImageTag = "v0.8.9"
+    haproxy_image: ImageRef = "docker.io/library/haproxy:2.8"
 
 
 class Kubernetes(SpecModel):
-    version: str = DEFAULT_K8S_VERSION
-    cluster_name: str = "cluster.local"
+    version: Version = DEFAULT_K8S_VERSION
+    cluster_name: DnsName = "cluster.local"
     deploy_mode: Literal["kubeadm", "binary"] = "kubeadm"
-    pod_cidr: str = "10.233.64.0/18"
-    service_cidr: str = "10.233.0.0/18"
-    dns_domain: str = "cluster.local"
+    pod_cidr: Cidr = "10.233.64.0/18"
+    service_cidr: Cidr = "10.233.0.0/18"
+    dns_domain: DnsName = "cluster.local"
     proxy_mode: Literal["iptables", "ipvs", "nftables"] = "ipvs"
     cgroup_driver: Literal["systemd", "cgroupfs"] = "systemd"
     max_pods: Annotated[int, Field(ge=10, le=1000)] = 110
-    api_server_cert_sans: list[str] = Field(default_factory=list, alias="apiServerCertSANs")
-    api_server_extra_args: dict[str, str] = Field(default_factory=dict)
-    controller_manager_extra_args: dict[str, str] = Field(default_factory=dict)
-    scheduler_extra_args: dict[str, str] = Field(default_factory=dict)
-    kubelet_extra_args: dict[str, str] = Field(default_factory=dict)
-    feature_gates: dict[str, bool] = Field(default_factory=dict)
+    api_server_cert_sans: list[CertSan] = Field(default_factory=list, alias="apiServerCertSANs")
+    api_server_extra_args: dict[FlagName, ArgValue] = Field(default_factory=dict)
+    controller_manager_extra_args: dict[FlagName, ArgValue] = Field(default_factory=dict)
+    scheduler_extra_args: dict[FlagName, ArgValue] = Field(default_factory=dict)
+    kubelet_extra_args: dict[FlagName, ArgValue] = Field(default_factory=dict)
+    feature_gates: dict[FeatureGate, bool] = Field(default_factory=dict)
 
     @field_validator("version")
     @classmethod
@@ -122,54 +193,46 @@ class Kubernetes(SpecModel):
             raise ValueError(f"'{value}' is not a version like v1.32.4")
         return "v" + value.lstrip("v")
 
-    @field_validator("pod_cidr", "service_cidr")
-    @classmethod
-    def _cidr(cls, value: str) -> str:
-        try:
-            ipaddress.ip_network(value, strict=True)
-        except ValueError as exc:
-            raise ValueError(f"'{value}' is not a network in CIDR form ({exc})") from None
-        return value
-
     @property
     def minor(self) -> int:
         return int(self.version.lstrip("v").split(".")[1])
 
 
 class EtcdBackup(SpecModel):
-    directory: str = "/var/backups/kubexm/etcd"
+    directory: AbsPath = "/var/backups/kubexm/etcd"
     keep: Annotated[int, Field(ge=1)] = 7
     max_age_days: Annotated[int, Field(ge=1)] = 30
-    schedule: str | None = None
+    schedule: Schedule | None = None
 
 
 class Etcd(SpecModel):
     type: Literal["kubexm", "kubeadm", "external"] = "kubexm"
-    version: str = DEFAULT_ETCD_VERSION
-    data_dir: str = "/var/lib/etcd"
-    endpoints: list[str] = Field(default_factory=list, description="for type external")
-    ca_file: str | None = None
-    cert_file: str | None = None
-    key_file: str | None = None
+    version: Version = DEFAULT_ETCD_VERSION
+    data_dir: AbsPath = "/var/lib/etcd"
+    endpoints: list[Url] = Field(default_factory=list, description="for type external")
+    # Files on the deploy machine (read to reach the external etcd).
+    ca_file: LocalPath | None = None
+    cert_file: LocalPath | None = None
+    key_file: LocalPath | None = None
     backup: EtcdBackup = Field(default_factory=EtcdBackup)
-    extra_args: dict[str, str] = Field(default_factory=dict)
+    extra_args: dict[FlagName, ArgValue] = Field(default_factory=dict)
 
 
 class RegistryMirror(SpecModel):
-    registry: str = Field(description="the upstream registry, e.g. docker.io")
-    endpoints: list[str]
+    registry: RegistryHost = Field(description="the upstream registry, e.g. docker.io")
+    endpoints: list[Url]
 
 
 class ContainerRuntime(SpecModel):
     type: Literal["containerd", "docker", "crio"] = "containerd"
-    version: str | None = None
-    sandbox_image: str | None = None
+    version: Version | None = None
+    sandbox_image: ImageRef | None = None
     registry_mirrors: list[RegistryMirror] = Field(default_factory=list)
-    insecure_registries: list[str] = Field(default_factory=list)
-    data_root: str | None = None
-    snapshotter: str = Field(default="overlayfs", description="containerd snapshotter for kubelet and image "
+    insecure_registries: list[RegistryHost] = Field(default_factory=list)
+    data_root: AbsPath | None = None
+    snapshotter: Identifier = Field(default="overlayfs", description="containerd snapshotter for kubelet and image "
                              "imports; 'native' where overlayfs cannot nest (containers on overlay roots)")
-    cri_dockerd_version: str = Field(default="0.3.11", description="cri-dockerd release used with type docker")
+    cri_dockerd_version: Version = Field(default="0.3.11", description="cri-dockerd release used with type docker")
     import_images: bool = Field(default=True, description="import image archives of the local asset source "
                                 "(group images) on every node")
 
@@ -177,75 +240,76 @@ class ContainerRuntime(SpecModel):
 class Calico(SpecModel):
     mode: Literal["ipip", "vxlan", "none"] = "ipip"
     mtu: Annotated[int, Field(ge=576, le=9000)] | None = None
-    version: str | None = None
+    version: Version | None = None
 
 
 class Flannel(SpecModel):
     backend: Literal["vxlan", "host-gw"] = "vxlan"
-    version: str | None = None
+    version: Version | None = None
 
 
 class Cilium(SpecModel):
-    version: str | None = None
+    version: Version | None = None
     kube_proxy_replacement: bool = False
     mtu: Annotated[int, Field(ge=576, le=9000)] | None = None
 
 
 class Network(SpecModel):
     plugin: Literal["calico", "flannel", "cilium", "none"] = "calico"
-    interface: str | None = None
+    interface: InterfaceName | None = None
     calico: Calico = Field(default_factory=Calico)
     flannel: Flannel = Field(default_factory=Flannel)
     cilium: Cilium = Field(default_factory=Cilium)
 
 
 class RegistryAuth(SpecModel):
-    registry: str
-    username: str
-    password: SecretStr
+    registry: RegistryHost
+    username: RegistryUser
+    password: Secret
     insecure: bool = False
-    ca_file: str | None = None
+    ca_file: LocalPath | None = None
 
 
 class Registry(SpecModel):
-    private_registry: str | None = None
-    namespace_override: str | None = None
+    private_registry: RegistryPrefix | None = None
+    namespace_override: RepositoryPath | None = None
     auths: list[RegistryAuth] = Field(default_factory=list)
     type: Literal["none", "docker-registry"] = "none"
 
 
 class Addon(SpecModel):
-    name: str
+    structured_fields: ClassVar[frozenset[str]] = frozenset({"values"})
+
+    name: DnsLabel
     enabled: bool = True
-    namespace: str = "default"
-    chart: str | None = None
-    repo: str | None = None
-    version: str | None = None
+    namespace: DnsLabel = "default"
+    chart: ChartRef | None = None
+    repo: Url | None = None
+    version: Version | None = None
     values: dict[str, object] = Field(default_factory=dict)
-    manifests: list[str] = Field(default_factory=list)
+    manifests: list[ManifestSource] = Field(default_factory=list)
 
 
 class DNS(SpecModel):
     """CoreDNS comes with kubeadm; NodeLocal DNSCache is optional (a caching agent on every node)."""
 
     nodelocaldns: bool = False
-    nodelocaldns_ip: str = "169.254.25.10"
-    nodelocaldns_version: str = "1.23.1"
-    upstream_servers: list[str] = Field(default_factory=list, description="instead of the nodes' /etc/resolv.conf")
-
-    _ip = field_validator("nodelocaldns_ip")(lambda v: _check_ip(v))
+    nodelocaldns_ip: IPAddress = "169.254.25.10"
+    nodelocaldns_version: Version = "1.23.1"
+    upstream_servers: list[DnsUpstream] = Field(default_factory=list,
+                                                description="instead of the nodes' /etc/resolv.conf")
 
 
 class NFSStorage(SpecModel):
-    server: str
-    path: str
-    version: str = "4.0.18"
+    server: Address
+    path: AbsPath
+    version: Version = "4.0.18"
 
 
 class LocalPathStorage(SpecModel):
     enabled: bool = True
-    path: str = "/opt/local-path-provisioner"
-    version: str = "v0.0.30"
+    path: AbsPath = "/opt/local-path-provisioner"
+    version: Version = "v0.0.30"
 
 
 class Storage(SpecModel):
@@ -259,10 +323,10 @@ class Storage(SpecModel):
 
 
 class System(SpecModel):
-    ntp_servers: list[str] = Field(default_factory=list)
-    timezone: str | None = None
-    sysctl: dict[str, str] = Field(default_factory=dict)
-    packages: list[str] = Field(default_factory=list)
+    ntp_servers: list[NtpServer] = Field(default_factory=list)
+    timezone: Timezone | None = None
+    sysctl: dict[SysctlKey, SysctlValue] = Field(default_factory=dict)
+    packages: list[PackageName] = Field(default_factory=list)
     firewall: Literal["disable", "open-ports", "keep"] = "disable"
 
 
@@ -287,9 +351,9 @@ class PKISettings(SpecModel):
 class Assets(SpecModel):
     """Where component files come from: a local source (air-gapped), or downloads via an optional mirror."""
 
-    local_source: str | None = Field(default=None, description="directory with manifest.yaml; replaces downloads")
-    mirror: str | None = Field(default=None, description="URL prefix replacing upstream hosts, e.g. a China mirror")
-    checksums: dict[str, dict[str, dict[str, str]]] = Field(
+    local_source: LocalPath | None = Field(default=None, description="directory with manifest.yaml; replaces downloads")
+    mirror: Url | None = Field(default=None, description="URL prefix replacing upstream hosts, e.g. a China mirror")
+    checksums: dict[Identifier, dict[Version, dict[Identifier, Sha256]]] = Field(
         default_factory=dict, description="component -> version -> arch -> sha256, for versions not in the catalog")
     relay: bool = Field(default=False, description=(
         "nodes pass release files on to each other (TCP port 47123 between nodes, socat on the nodes), so the "
@@ -317,8 +381,8 @@ class ClusterSpec(SpecModel):
 
 
 class Metadata(SpecModel):
-    name: Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)]
-    labels: dict[str, str] = Field(default_factory=dict)
+    name: ClusterName
+    labels: dict[LabelKey, LabelValue] = Field(default_factory=dict)
 
 
 class Cluster(SpecModel):

@@ -34,15 +34,6 @@ def validate_cluster(cluster: Cluster) -> list[str]:
             problems.append(f"spec.hosts[{i}].bastion: no bastion named '{host.bastion}' in spec.bastions")
         if host.private_key_passphrase and not host.private_key_path:
             problems.append(f"spec.hosts[{i}].privateKeyPassphrase: set privateKeyPath too (the key it unlocks)")
-        for field in ("address", "internal_address"):
-            value = getattr(host, field)
-            if value is None:
-                continue
-            try:
-                ipaddress.ip_address(value)
-            except ValueError:
-                if field == "internal_address":
-                    problems.append(f"spec.hosts[{i}].internalAddress: '{value}' is not an IP address")
 
     known = set(names)
     groups = spec.role_groups
@@ -98,6 +89,8 @@ def validate_cluster(cluster: Cluster) -> list[str]:
             f"v1.{SUPPORTED_K8S_MINORS[0]} to v1.{SUPPORTED_K8S_MINORS[-1]}"
         )
 
+    problems += _proxy_mode_problems(cluster)
+
     pod = ipaddress.ip_network(spec.kubernetes.pod_cidr)
     svc = ipaddress.ip_network(spec.kubernetes.service_cidr)
     if pod.version == svc.version and pod.overlaps(svc):
@@ -128,3 +121,22 @@ def validate_cluster(cluster: Cluster) -> list[str]:
         if rt.snapshotter != "overlayfs":
             problems.append("spec.containerRuntime.snapshotter: applies to containerd; docker uses its storage driver")
     return problems
+
+
+# kube-proxy's nftables mode: alpha behind the NFTablesProxyMode gate in v1.29 and v1.30, beta and on by default
+# from v1.31 (KEP-3866).
+NFTABLES_GATED_MINORS = (29, 30)
+NFTABLES_DEFAULT_MINOR = 31
+
+
+def _proxy_mode_problems(cluster: Cluster) -> list[str]:
+    k8s = cluster.spec.kubernetes
+    if k8s.proxy_mode != "nftables" or not k8s.version.startswith("v1.") or k8s.minor >= NFTABLES_DEFAULT_MINOR:
+        return []
+    if k8s.minor in NFTABLES_GATED_MINORS:
+        if k8s.feature_gates.get("NFTablesProxyMode") is True:
+            return []
+        return [f"spec.kubernetes.proxyMode: nftables is alpha in {k8s.version}; set "
+                "spec.kubernetes.featureGates.NFTablesProxyMode: true, use ipvs or iptables, or Kubernetes v1.31 or later"]
+    return [f"spec.kubernetes.proxyMode: kube-proxy {k8s.version} has no nftables mode (from v1.29 behind a feature "
+            "gate, v1.31 on by default); use ipvs or iptables, or a newer spec.kubernetes.version"]

@@ -21,6 +21,7 @@ class StateRecorder:
     def __init__(self, store: Store, cluster: str, command: str, dry_run: bool = False) -> None:
         self.store, self.cluster, self.command, self.dry_run = store, cluster, command, dry_run
         self.run_id: str | None = None
+        self.finished = False
         self._pending: list[SimpleNamespace] = []
         self._flushed = time.monotonic()
 
@@ -43,9 +44,16 @@ class StateRecorder:
             if time.monotonic() - self._flushed >= FLUSH_EVERY:
                 self.flush()
         elif event.kind == "run.end" and self.run_id:
-            self.flush()
-            self.store.finish_run(self.run_id, event.status or "unknown", event.message,
-                                  event.data.get("stopped_at"))
+            self.finish(event.status or "unknown", event.message, event.data.get("stopped_at"))
+
+    def finish(self, status: str, summary: str, stopped_at: str | None = None) -> None:
+        """Close the run's history row (once): from run.end, or by the caller when the run was interrupted
+        and never reached run.end (a row left `running` would read as killed)."""
+        if self.run_id is None or self.finished:
+            return
+        self.flush()  # what finished before an interruption stays on record
+        self.store.finish_run(self.run_id, status, summary, stopped_at)
+        self.finished = True
 
 
 def _user() -> str:

@@ -1,4 +1,8 @@
-"""The SQLite state store. One file, WAL mode, schema versioned with ``PRAGMA user_version``."""
+"""The SQLite state store. One file, WAL mode, schema versioned with ``PRAGMA user_version``.
+
+The database holds the run history and the audit log (and stored specs, secrets redacted): it and its
+``-wal``/``-shm`` files are 0600 and its directory 0700, whatever the umask and whatever mode they had.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,12 @@ from typing import Any
 
 from kubexm import paths
 from kubexm.errors import StateError
+from kubexm.state.files import private_dir, private_file, tighten
+from kubexm.state.lock import run_in_progress
+from kubexm.state.redact import redact_command_line
+
+# A run whose row still says "running" but whose process is gone (killed, power lost) reads as this.
+INCOMPLETE = "incomplete/killed"
 
 # Each entry upgrades the schema by one version; never edit a released entry, append a new one.
 MIGRATIONS: list[str] = [
@@ -35,6 +45,10 @@ MIGRATIONS: list[str] = [
         id INTEGER PRIMARY KEY, time REAL NOT NULL, user TEXT NOT NULL, action TEXT NOT NULL,
         target TEXT NOT NULL, status TEXT NOT NULL, details TEXT NOT NULL,
         prev_hash TEXT NOT NULL, hash TEXT NOT NULL);
+    """,
+    # Audit entries from here on are HMAC-SHA256 with the key under $KUBEXM_HOME; older ones stay plain SHA-256.
+    """
+    ALTER TABLE audit ADD COLUMN alg TEXT NOT NULL DEFAULT 'sha256';
     """,
 ]
 
@@ -82,18 +96,33 @@ class Store:
 
     def __init__(self, path: Path | None = None) -> None:
         self.path = path or paths.state_db()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if path is None:
+            private_dir(self.path.parent)  # $KUBEXM_HOME: keys, kubeconfigs, this database
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
+            # Created 0600 before SQLite opens it: SQLite makes -wal and -shm with the database file's mode.
+            private_file(self.path)
+            for extra in self._companions():
+                tighten(extra)
             self.db = sqlite3.connect(self.path, timeout=10, isolation_level=None)
             self.db.row_factory = sqlite3.Row
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA foreign_keys=ON")
             self._migrate()
+            for extra in self._companions():
+                tighten(extra)
+        except OSError as exc:
+            raise StateError(f"state database {self.path} cannot be used: {exc}",
+                             hint=f"check the owner and permissions of {self.path.parent}") from None
         except sqlite3.DatabaseError as exc:
             raise StateError(
                 f"state database {self.path} cannot be used: {exc}",
                 hint="move the file aside to start afresh, or restore it from a backup",
             ) from None
+
+    def _companions(self) -> list[Path]:
+        return [self.path.with_name(self.path.name + suffix) for suffix in ("-wal", "-shm", "-journal")]
 
     def _migrate(self) -> None:
         version = self.db.execute("PRAGMA user_version").fetchone()[0]
@@ -168,7 +197,7 @@ class Store:
             db.execute(
                 "INSERT INTO runs(run_id, cluster, command, user, dry_run, started, status) "
                 "VALUES (?,?,?,?,?,?, 'running')",
-                (run_id, cluster, command, user, int(dry_run), time.time()),
+                (run_id, cluster, redact_command_line(command), user, int(dry_run), time.time()),
             )
 
     def finish_run(self, run_id: str, status: str, summary: str, stopped_at: str | None) -> None:
@@ -194,6 +223,10 @@ class Store:
         args: tuple[Any, ...] = (cluster, limit) if cluster else (limit,)
         return [_run_row(r) for r in self.db.execute(sql, args)]
 
+    def run(self, run_id: str) -> RunRow | None:
+        row = self.db.execute("SELECT * FROM runs WHERE run_id=?", (run_id,)).fetchone()
+        return _run_row(row) if row else None
+
     def steps_of(self, run_id: str) -> list[StepRow]:
         rows = self.db.execute(
             "SELECT module, task, host, step, status, message, duration, command, exit_status, stderr "
@@ -204,4 +237,6 @@ class Store:
 def _run_row(row: sqlite3.Row) -> RunRow:
     data = dict(row)
     data["dry_run"] = bool(data["dry_run"])
+    if data["status"] == "running" and not run_in_progress(data["cluster"], data["run_id"]):
+        data["status"] = INCOMPLETE  # started, never finished, and its process is gone
     return RunRow(**data)

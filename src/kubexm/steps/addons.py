@@ -8,24 +8,34 @@ was applied, and the objects must still exist).
 from __future__ import annotations
 
 import hashlib
-import io
 import json
-import shlex
+import posixpath
+import re
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ruamel.yaml import YAML
-
 from kubexm.addons.release import AddonRelease, enabled_addons
 from kubexm.engine.context import HostContext
 from kubexm.engine.step import Step
 from kubexm.errors import KubexmError, StepFailed
+from kubexm.hosts.shell import sh
 from kubexm.kube import commands
+from kubexm.kube.kubeadm import dump_go_yaml
 from kubexm.spec.models import Addon, Cluster
 
 ADDON_DIR = "/etc/kubexm/addons"
+# A DNS-1123 label (what the spec accepts as an addon name): safe as a file name under ADDON_DIR.
+_ADDON_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+def addon_path(addon: str, suffix: str) -> str:
+    """A file of this addon under ADDON_DIR; a name that could leave the directory is refused."""
+    if not _ADDON_NAME.match(addon):
+        raise StepFailed(f"addon name {addon!r} is not a DNS-1123 label (lower-case letters, digits and '-', "
+                         "at most 63 characters)", hint="use the name spec.addons[].name gives it")
+    return posixpath.join(ADDON_DIR, addon + suffix)
 
 
 def user_addon(cluster: Cluster, addon: Addon) -> AddonRelease:
@@ -55,11 +65,8 @@ def all_addons(cluster: Cluster) -> list[AddonRelease]:
 
 
 def _values_yaml(values: dict[str, Any]) -> str:
-    out = io.StringIO()
-    yaml = YAML()
-    yaml.default_flow_style = False
-    yaml.dump(json.loads(json.dumps(values)), out)
-    return out.getvalue()
+    # helm reads values as YAML 1.1: strings are quoted so "no" or "on" stay strings.
+    return dump_go_yaml([json.loads(json.dumps(values))])
 
 
 def local_chart(cluster: Cluster, release: AddonRelease) -> Path | None:
@@ -103,35 +110,34 @@ class ApplyAddon(Step):
         return found
 
     def _marker(self) -> str:
-        return f"{ADDON_DIR}/{self.addon}.applied"
+        return addon_path(self.addon, ".applied")
 
     async def check(self, host: HostContext) -> bool:
         release = self.release(host)
-        res = await host.run(f"cat {self._marker()}", check=False)
-        if res.stdout.strip() != fingerprint(release):
+        marker = await host.read_text(self._marker())
+        if marker is None or marker.strip() != fingerprint(release):
             return False
         if release.manifest is not None:
-            present = await host.run(f"{commands.KUBECTL} get -f {ADDON_DIR}/{self.addon}.yaml -o name", check=False)
+            present = await host.run(commands.manifest_present(addon_path(self.addon, ".yaml")), check=False)
         else:
-            present = await host.run(f"helm status {shlex.quote(release.name)} -n {shlex.quote(release.namespace)} "
-                                     f"--kubeconfig /etc/kubernetes/admin.conf", check=False)
+            present = await host.run(commands.helm_status(release.name, release.namespace), check=False)
         return present.ok
 
     async def run(self, host: HostContext) -> None:
         release = self.release(host)
-        await host.run(f"mkdir -p {ADDON_DIR}")
+        await host.run(sh("mkdir", "-p", ADDON_DIR))
         if release.manifest is not None:
-            path = f"{ADDON_DIR}/{self.addon}.yaml"
+            path = addon_path(self.addon, ".yaml")
             await host.upload(release.manifest.encode(), path, mode=0o644)
             await host.run(commands.apply_manifest(path), timeout=600, display=f"kubectl apply {self.addon}")
         else:
             assert release.chart is not None
-            values = f"{ADDON_DIR}/{self.addon}-values.yaml"
+            values = addon_path(self.addon, "-values.yaml")
             await host.upload(_values_yaml(release.values).encode(), values, mode=0o600)
             chart, repo = release.chart, release.chart_repo
             local = local_chart(host.cluster, release)
             if local is not None:  # air-gapped: the chart archive comes from the local asset source
-                chart, repo = f"{ADDON_DIR}/{local.name}", None
+                chart, repo = posixpath.join(ADDON_DIR, local.name), None
                 await host.upload(local, chart, mode=0o644)
             await host.run(commands.helm_upgrade(release.name, chart, release.namespace, values,
                                                  None if local else release.chart_version, repo),
@@ -150,13 +156,13 @@ class RemoveAddon(Step):
         return f"uninstall addon {self.addon}"
 
     async def check(self, host: HostContext) -> bool:
-        res = await host.run(f"test -e {ADDON_DIR}/{self.addon}.applied", check=False)
-        return not res.ok
+        return not await host.exists(addon_path(self.addon, ".applied"))
 
     async def run(self, host: HostContext) -> None:
-        manifest = f"{ADDON_DIR}/{self.addon}.yaml"
-        if (await host.run(f"test -e {manifest}", check=False)).ok:
+        manifest = addon_path(self.addon, ".yaml")
+        if await host.exists(manifest):
             await host.run(commands.delete_manifest(manifest), timeout=600)
         else:
             await host.run(commands.helm_uninstall(self.addon, self.namespace), timeout=600)
-        await host.run(f"rm -f {ADDON_DIR}/{self.addon}.applied {manifest} {ADDON_DIR}/{self.addon}-values.yaml")
+        await host.run(commands.remove(addon_path(self.addon, ".applied"), manifest,
+                                       addon_path(self.addon, "-values.yaml")))

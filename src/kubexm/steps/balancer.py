@@ -7,7 +7,9 @@ running ones, so a bad config never takes the endpoint down.
 from __future__ import annotations
 
 import asyncio
-import shlex
+import ipaddress
+import posixpath
+import re
 import time
 from dataclasses import dataclass
 
@@ -18,6 +20,7 @@ from kubexm.balancer.configs import (
     INTERNAL_MANIFEST,
     KEEPALIVED_CONF,
     KUBE_VIP_MANIFEST,
+    MANIFESTS,
     check_script,
     haproxy_cfg,
     internal_proxy_cfg,
@@ -27,7 +30,8 @@ from kubexm.balancer.configs import (
 )
 from kubexm.engine.context import HostContext
 from kubexm.engine.step import Step
-from kubexm.errors import StepFailed
+from kubexm.errors import NotApplicable, StepFailed
+from kubexm.hosts.shell import script, sh, shell
 from kubexm.spec.models import Cluster
 from kubexm.steps.runtime import ConfigFiles, _sha
 
@@ -37,17 +41,40 @@ def removing(host: HostContext) -> frozenset[str]:
     return frozenset(host.run_ctx.options.extra.get("removing", []))
 
 
+# Linux interface names: at most 15 bytes, no "/", no whitespace; kubexm also keeps out what a config
+# format or a command line could read as syntax (quotes, braces, "#", "!").
+_INTERFACE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,14}")
+
+
 async def interface_of(host: HostContext) -> str:
     """The spec's interface, else the one carrying the host's internal address."""
     wanted = host.cluster.spec.control_plane_endpoint.interface
     if wanted:
-        return wanted
+        return _checked_interface(wanted, "spec.controlPlaneEndpoint.interface")
     ip = host.cluster.host(host.name).internal_ip
-    res = await host.run(f"ip -o -4 addr show to {shlex.quote(ip)}/32 | awk '{{print $2}}' | head -n1", check=False)
+    try:
+        v6 = ipaddress.ip_address(ip).version == 6
+    except ValueError:
+        raise StepFailed(f"{host.name}: internal address {ip!r} is not an IP address, so kubexm cannot find the "
+                         "interface for the VIP", hint="set spec.controlPlaneEndpoint.interface") from None
+    if v6:
+        probe = shell("ip -o -6 addr show to {prefix} | awk '{{print $2}}' | head -n1", prefix=f"{ip}/128",
+                      readonly=True)
+    else:
+        probe = shell("ip -o -4 addr show to {prefix} | awk '{{print $2}}' | head -n1", prefix=f"{ip}/32",
+                      readonly=True)
+    res = await host.run(probe, check=False)
     name = res.stdout.strip().split("@")[0]
     if not name:
         raise StepFailed(f"no interface on {host.name} carries {ip}",
                          hint="set spec.controlPlaneEndpoint.interface to the interface for the VIP")
+    return _checked_interface(name, f"the interface carrying {ip} on {host.name}")
+
+
+def _checked_interface(name: str, what: str) -> str:
+    if not _INTERFACE.fullmatch(name):
+        raise StepFailed(f"{what}: {name!r} is not an interface name kubexm writes into keepalived or kube-vip",
+                         hint="interface names are up to 15 letters, digits, '_', '.', ':' or '-'")
     return name
 
 
@@ -72,8 +99,8 @@ class HaproxyConfig(ConfigFiles):
         candidate = f"{HAPROXY_CFG}.kubexm-new"
         await host.upload(text.encode(), candidate, mode=0o644)
         # -dW: a warning is an error; what kubexm renders must be clean.
-        res = await host.run(f"haproxy -c -q -dW -f {candidate} 2>&1", check=False)
-        await host.run(f"rm -f {candidate}", check=False)
+        res = await host.run(shell("haproxy -c -q -dW -f {cfg} 2>&1", cfg=candidate, readonly=True), check=False)
+        await host.run(sh("rm", "-f", "--", candidate), check=False)
         if not res.ok:
             raise StepFailed(f"the haproxy config kubexm rendered fails `haproxy -c`: {res.stdout.strip()[-300:]}",
                              hint="the running config was left in place")
@@ -105,8 +132,8 @@ class KeepalivedConfig(Step):
         candidate = f"{KEEPALIVED_CONF}.kubexm-new"
         await host.upload(files[KEEPALIVED_CONF][0].encode(), candidate, mode=0o644)
         await host.upload(files[CHECK_SCRIPT][0].encode(), CHECK_SCRIPT, mode=0o755)
-        res = await host.run(f"keepalived -t -f {candidate} 2>&1", check=False)
-        await host.run(f"rm -f {candidate}", check=False)
+        res = await host.run(shell("keepalived -t -f {conf} 2>&1", conf=candidate, readonly=True), check=False)
+        await host.run(sh("rm", "-f", "--", candidate), check=False)
         # keepalived -t exits 0 for keywords it ignores, but says so: any output is a problem.
         if not res.ok or res.stdout.strip():
             raise StepFailed(f"the keepalived config kubexm rendered fails `keepalived -t`: {res.stdout.strip()[-300:]}",
@@ -131,7 +158,7 @@ class KubeVipManifest(Step):
 
     async def run(self, host: HostContext) -> None:
         text = kube_vip_manifest(host.cluster, await interface_of(host), self.first)
-        await host.run("mkdir -p /etc/kubernetes/manifests")
+        await host.run(sh("mkdir", "-p", MANIFESTS))
         await host.upload(text.encode(), KUBE_VIP_MANIFEST, mode=0o600)
 
 
@@ -160,12 +187,20 @@ class InternalProxy(ConfigFiles):
         return files
 
     async def run(self, host: HostContext) -> None:
-        await host.run("mkdir -p /etc/kubexm/haproxy /etc/kubernetes/manifests")
-        for path, (text, mode) in self._live(host).items():
-            await host.upload(text.encode(), path, mode=mode)
-        # haproxy in the pod re-reads its config only on restart: a changed backend list restarts the pod.
-        await host.run("crictl ps -q --name '^haproxy$' 2>/dev/null | xargs -r crictl stop >/dev/null 2>&1; true",
-                       check=False)
+        await host.run(sh("mkdir", "-p", posixpath.dirname(INTERNAL_CFG), MANIFESTS))
+        changed = {path for path, (text, mode) in self._live(host).items()
+                   if await host.upload(text.encode(), path, mode=mode)}
+        # haproxy in the pod re-reads its config only on restart: a changed backend list restarts the pod's
+        # container (kubelet starts it again at once). A static pod is no systemd unit: steps.common.Systemd
+        # cannot do this one. A changed manifest alone needs nothing: kubelet recreates the pod itself.
+        if INTERNAL_CFG in changed:
+            await host.run(_RESTART_INTERNAL_HAPROXY, check=False)
+
+
+_RESTART_INTERNAL_HAPROXY = script("crictl ps -q --name '^haproxy$' 2>/dev/null | xargs -r crictl stop "
+                                   ">/dev/null 2>&1; true")
+_HAPROXY_LOG = script("journalctl -u haproxy --no-pager -n 5 2>/dev/null | grep -E 'ALERT|WARNING' | tail -n 2",
+                      readonly=True)
 
 
 @dataclass(frozen=True)
@@ -183,14 +218,17 @@ class WaitHaproxyServing(Step):
         return "check haproxy serves the new configuration"
 
     async def run(self, host: HostContext) -> None:
+        if host.run_ctx.options.dry_run:
+            # The plan cannot know whether haproxy will serve a config the run has not written yet; and the
+            # probe below runs a script file, which no read-only declaration can vouch for.
+            raise NotApplicable("a dry run does not wait for haproxy; a real run does, after writing its config")
         deadline = time.monotonic() + self.timeout
         while True:
-            res = await host.run(f"bash {CHECK_SCRIPT}", check=False)
+            res = await host.run(sh("bash", CHECK_SCRIPT), check=False)
             if res.ok:
                 return
             if time.monotonic() > deadline:
-                log = await host.run("journalctl -u haproxy --no-pager -n 5 2>/dev/null | grep -E 'ALERT|WARNING' "
-                                     "| tail -n 2", check=False)
+                log = await host.run(_HAPROXY_LOG, check=False)
                 raise StepFailed(f"haproxy on {host.name} does not serve kubexm's config: "
                                  f"{' / '.join(log.stdout.strip().splitlines()) or 'no answer on its health port'}",
                                  hint=f"see `journalctl -u haproxy` on {host.name}")

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import shlex
+import posixpath
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from kubexm.engine.selectors import DEPLOY
 from kubexm.engine.step import Step
 from kubexm.errors import KubexmError, StepFailed
 from kubexm.hosts.digest import parse_sha256, sha256_command
+from kubexm.hosts.shell import Cmd, seq, sh, shell
 from kubexm.spec.models import Cluster
 
 BIN = "/usr/local/bin"
@@ -85,27 +87,42 @@ class InstallBinaries(Step):
             asset, _ = await host_asset(host, self.component)
         except KubexmError as exc:  # a plan shows the gap; a real run fails on it in run()
             raise StepFailed(exc.message, exc.hint) from None
-        present = " && ".join(f"test -x {BIN}/{b}" for b in self.binaries)
-        res = await host.run(f"cat {self.marker} && {present}", check=False)
+        probe = sh("cat", "--", self.marker, readonly=True)
+        for b in self.binaries:
+            probe = probe & sh("test", "-x", posixpath.join(BIN, b), readonly=True)
+        res = await host.run(probe, check=False)
         return res.ok and res.stdout.split()[:1] == [asset.sha256]
 
     async def run(self, host: HostContext) -> None:
         asset, path = await host_asset(host, self.component)
-        remote = f"{ASSET_DIR}/{asset.file}"
+        remote = posixpath.join(ASSET_DIR, asset.file)
         await host.upload(path, remote, mode=0o644)
+        install: Cmd
         if _is_archive(asset.file):
-            tmp = f"/tmp/kubexm-{self.component}-{asset.sha256[:12]}"
-            find = " ".join(f'"$(find {tmp} -type f -name {shlex.quote(b)} | head -n1)"' for b in self.binaries)
-            script = (f"rm -rf {tmp} && mkdir -p {tmp} && tar -xf {shlex.quote(remote)} -C {tmp} && "
-                      f"for f in {find}; do test -n \"$f\" || {{ echo 'binary missing from the archive' >&2; "
-                      f"exit 3; }}; install -m 0755 \"$f\" {BIN}/; done && rm -rf {tmp}")
+            install = _extract_and_install(remote, self.component, self.binaries)
         elif len(self.binaries) == 1:
-            script = f"install -m 0755 {shlex.quote(remote)} {BIN}/{self.binaries[0]}"
+            install = sh("install", "-m", "0755", remote, posixpath.join(BIN, self.binaries[0]))
         else:
             raise StepFailed(f"{asset.file} is a single file, {len(self.binaries)} binaries were asked for")
-        await host.run(f"{script} && echo {asset.sha256} > {self.marker}", display=self.describe())
+        await host.run(install & sh("echo", asset.sha256).to(self.marker), display=self.describe())
         for b in self.binaries:
             host.vars.setdefault("changed_files", set()).add(f"{BIN}/{b}")
+
+
+def _extract_and_install(archive: str, component: str, binaries: tuple[str, ...]) -> Cmd:
+    """Unpack ``archive`` into a private directory and install ``binaries`` from it into BIN.
+
+    The directory is root's own (ASSET_DIR), with a name nobody can guess, created by a mkdir that fails if
+    anything already has that name: no other user can pre-create it or plant a link in it. It goes away
+    whatever happened.
+    """
+    work = posixpath.join(ASSET_DIR, f".extract-{component}-{secrets.token_hex(8)}")
+    return shell(
+        "mkdir -m 0700 {work} && {{ ( tar -xf {archive} -C {work} && for b in {binaries}; do "
+        'f=$(find {work} -type f -name "$b" | head -n1); '
+        'test -n "$f" || {{ echo "$b: missing from the archive" >&2; exit 3; }}; '
+        'install -m 0755 "$f" {bin} || exit 1; done ); s=$?; rm -rf {work}; test "$s" -eq 0; }}',
+        work=work, archive=archive, binaries=list(binaries), bin=BIN + "/")
 
 
 # A release file goes through the relay when more nodes than this need it (the relay's seeds get it directly).
@@ -139,7 +156,7 @@ class RelayAssets(Step):
         needed = run.shared.pop(_RELAY_NEEDED, None)
         for asset, path, names in needed if needed is not None else await self._needed(run):
             try:
-                dist = await distribute(run, names, path, f"{ASSET_DIR}/{asset.file}", mode=0o644,
+                dist = await distribute(run, names, path, posixpath.join(ASSET_DIR, asset.file), mode=0o644,
                                         seeds=RELAY_SEEDS, missing=True)  # _needed just checked every node
             except KubexmError as exc:  # e.g. a node went away: its own steps report it, the others upload
                 host.emit("message", step=self.name, message=f"{asset.file}: not relayed ({exc.message}); "
@@ -196,15 +213,17 @@ async def _lacking(host: HostContext, components: set[str]) -> list[tuple[Asset,
         found.append((component, asset, path))
     if not found:
         return []
-    markers = "; ".join(f"echo {c}=$(head -c 64 {InstallBinaries(c, ()).marker} 2>/dev/null)" for c, _, _ in found)
-    paths = [f"{ASSET_DIR}/{a.file}" for _, a, _ in found]
+    markers = [shell('echo {component}="$(head -c 64 {marker} 2>/dev/null)"', component=c,
+                     marker=InstallBinaries(c, ()).marker, readonly=True) for c, _, _ in found]
+    paths = [posixpath.join(ASSET_DIR, a.file) for _, a, _ in found]
+    probe = seq(*markers, sh("echo", "#sha256", readonly=True), sha256_command(paths, fast=True),
+                sh("true", readonly=True))
     try:
-        res = await host.run(f"{markers}; echo '#sha256'; {sha256_command(paths, fast=True)}; true", check=False,
-                             display="which release files are missing")
+        res = await host.run(probe, check=False, display="which release files are missing")
     except KubexmError:
         return []  # an unreachable node is left out of the relay; its own steps report it
     head, _, tail = res.stdout.partition("#sha256\n")
     installed = dict(line.split("=", 1) for line in head.splitlines() if "=" in line)
     digests = parse_sha256(tail)
     return [(a, p) for c, a, p in found
-            if installed.get(c) != a.sha256 and digests.get(f"{ASSET_DIR}/{a.file}") != a.sha256]
+            if installed.get(c) != a.sha256 and digests.get(posixpath.join(ASSET_DIR, a.file)) != a.sha256]

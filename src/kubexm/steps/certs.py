@@ -8,9 +8,11 @@ from dataclasses import dataclass
 from kubexm.engine.context import HostContext
 from kubexm.engine.selectors import DEPLOY
 from kubexm.engine.step import Step
+from kubexm.hosts.shell import shell
 from kubexm.pki.certs import CertInfo, inspect, load_cert
 from kubexm.pki.layout import etcd_specs
-from kubexm.steps.etcd import cluster_pki, wait_healthy
+from kubexm.steps.common import Systemd
+from kubexm.steps.etcd import MEMBER_CERTS, cluster_pki, wait_healthy
 
 NODE_PKI = "/etc/kubernetes/pki"
 _PEM = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----\n?", re.S)
@@ -26,8 +28,9 @@ class CollectCerts(Step):
         return f"read the certificates under {NODE_PKI}"
 
     async def run(self, host: HostContext) -> None:
-        res = await host.run(f"for f in $(find {NODE_PKI} -name '*.crt' 2>/dev/null | sort); do "
-                             "echo \"### $f\"; cat \"$f\"; done", check=False)
+        # One file name per line, read whole: a name with a space stays one file.
+        res = await host.run(shell("find {root} -name '*.crt' 2>/dev/null | sort | while IFS= read -r f; do "
+                                   "echo \"### $f\"; cat \"$f\"; done", root=NODE_PKI, readonly=True), check=False)
         found: list[CertInfo] = []
         for block in res.stdout.split("### ")[1:]:
             path, _, body = block.partition("\n")
@@ -98,18 +101,18 @@ class RenewEtcdLeaves(Step):
 
 
 @dataclass(frozen=True)
-class RestartEtcdIfChanged(Step):
+class RestartEtcdIfChanged(Systemd):
     """Restart this member when its certificates changed, then wait until the whole cluster is healthy
     again before the next member goes (the task runs one member at a time)."""
+
+    unit: str = "etcd"
+    restart_on: tuple[str, ...] = MEMBER_CERTS
 
     def describe(self) -> str:
         return "restart etcd with the new certificates and wait for cluster health"
 
-    async def check(self, host: HostContext) -> bool:
-        changed: set[str] = host.vars.get("changed_files", set())
-        return not any("/etc/kubernetes/pki/etcd/" in p for p in changed)
-
     async def run(self, host: HostContext) -> None:
-        await host.run("systemctl restart etcd")
+        # A member of a running cluster is ready as soon as it rejoined, so systemd's restart may wait for it.
+        await super().run(host)
         await wait_healthy(host, 120, f"etcd on {host.name} did not rejoin a healthy cluster after the restart",
                            "the remaining members keep quorum; check `journalctl -u etcd` on this member")

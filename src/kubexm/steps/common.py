@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import posixpath
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from kubexm.engine.context import HostContext
+from kubexm.engine.context import FileWant, HostContext, file_attrs
 from kubexm.engine.step import Step
-from kubexm.errors import CommandFailed
-from kubexm.hosts.shell import Cmd, sh, user_shell
+from kubexm.errors import CommandFailed, StepFailed
+from kubexm.hosts.shell import Cmd, sh, shell, user_shell
 from kubexm.templates import render
 
 
@@ -35,14 +37,28 @@ class Command(Step):
             raise CommandFailed(host.name, self.command, res.exit_status, res.stderr, res.stdout)
 
 
+def _file_check(path: str, sha256: str, mode: int, owner: str) -> Cmd:
+    """Read-only: ``path`` has this content, mode and owner. Content read on stdin, so no file name escaping
+    (sha256sum's backslash form) can make a right file look wrong or a wrong one right."""
+    return shell('test "$(sha256sum < {path} 2>/dev/null)" = {digest} '
+                 "&& test \"$(stat -c '%a %U:%G' -- {path} 2>/dev/null)\" = {attrs}",
+                 path=path, digest=f"{sha256}  -", attrs=file_attrs(mode, owner), readonly=True)
+
+
+async def _file_ok(host: HostContext, path: str, sha256: str, mode: int, owner: str) -> bool:
+    got, attrs = await host.file_state(path)
+    return got == sha256 and attrs == file_attrs(mode, owner)
+
+
 @dataclass(frozen=True)
 class PutFile(Step):
-    """Place a local file (or bytes) on the host; skipped when the sha256 already matches."""
+    """Place a local file (or bytes) on the host; done when content, mode and owner already match."""
 
     source: Path | bytes
     dest: str
     mode: int = 0o644
-    check_unprivileged: ClassVar[bool] = True  # a matching checksum cannot come from missing permissions
+    owner: str = "root:root"
+    check_unprivileged: ClassVar[bool] = True  # a match cannot come from missing permissions
 
     def describe(self) -> str:
         what = "content" if isinstance(self.source, bytes) else Path(self.source).name
@@ -56,13 +72,17 @@ class PutFile(Step):
         return sha256_file(Path(self.source))
 
     async def check(self, host: HostContext) -> bool:
-        return await host.sha256(self.dest) == self._want()
+        return await _file_ok(host, self.dest, self._want(), self.mode, self.owner)
 
-    def check_digests(self, host: HostContext) -> dict[str, str] | None:
-        return {self.dest: self._want()}
+    def check_script(self, host: HostContext) -> Cmd | None:
+        return _file_check(self.dest, self._want(), self.mode, self.owner)
+
+    def check_files(self, host: HostContext) -> dict[str, FileWant] | None:
+        return {self.dest: FileWant(self._want(), self.mode, self.owner)}
 
     async def run(self, host: HostContext) -> None:
-        await host.upload(self.source, self.dest, mode=self.mode)
+        if await host.upload(self.source, self.dest, mode=self.mode, owner=self.owner):
+            host.vars.setdefault("changed_files", set()).add(self.dest)  # a unit restarting on it (Systemd)
 
 
 @dataclass(frozen=True)
@@ -73,7 +93,8 @@ class Template(Step):
     dest: str
     mode: int = 0o644
     values: tuple[tuple[str, Any], ...] = field(default=())
-    check_unprivileged: ClassVar[bool] = True  # a matching checksum cannot come from missing permissions
+    owner: str = "root:root"
+    check_unprivileged: ClassVar[bool] = True  # a match cannot come from missing permissions
 
     def describe(self) -> str:
         return f"render {self.template} to {self.dest}"
@@ -83,20 +104,43 @@ class Template(Step):
                       **dict(self.values)).encode()
 
     async def check(self, host: HostContext) -> bool:
-        return await host.sha256(self.dest) == hashlib.sha256(self.content(host)).hexdigest()
+        return await _file_ok(host, self.dest, hashlib.sha256(self.content(host)).hexdigest(), self.mode, self.owner)
 
-    def check_digests(self, host: HostContext) -> dict[str, str] | None:
-        return {self.dest: hashlib.sha256(self.content(host)).hexdigest()}
+    def check_script(self, host: HostContext) -> Cmd | None:
+        return _file_check(self.dest, hashlib.sha256(self.content(host)).hexdigest(), self.mode, self.owner)
+
+    def check_files(self, host: HostContext) -> dict[str, FileWant] | None:
+        return {self.dest: FileWant(hashlib.sha256(self.content(host)).hexdigest(), self.mode, self.owner)}
 
     async def run(self, host: HostContext) -> None:
         data = self.content(host)
-        await host.upload(data, self.dest, mode=self.mode)
-        host.vars.setdefault("changed_files", set()).add(self.dest)
+        if await host.upload(data, self.dest, mode=self.mode, owner=self.owner):
+            host.vars.setdefault("changed_files", set()).add(self.dest)
+
+
+# A unit whose restart is owed: written before kubexm restarts it for a changed file, removed only once the
+# restart succeeded and the unit is active. A run that fails in between leaves it, and the next run restarts
+# again instead of finding the new config in place and the old one still running.
+RESTART_PENDING_DIR = "/var/lib/kubexm/restart-pending"
+# systemd's unit name grammar (unit_name_is_valid): letters, digits and ":-_.\@"; at most 255 characters.
+# A name may not start with "." (nor be "." or ".."), so it is always one plain file name under the directory.
+_UNIT_NAME = re.compile(r"[A-Za-z0-9:_@\\-][A-Za-z0-9:_.@\\-]{0,254}")
+# How long a restarted unit may take to report active.
+ACTIVE_WAIT = 20
+
+
+def restart_marker(unit: str) -> str:
+    """The pending-restart marker of ``unit`` on a node; refuses a name systemd would not accept."""
+    if not _UNIT_NAME.fullmatch(unit):
+        raise StepFailed(f"{unit!r} is not a systemd unit name",
+                         hint="unit names use letters, digits and ':-_.\\@', and do not start with '.'")
+    return posixpath.join(RESTART_PENDING_DIR, unit)
 
 
 @dataclass(frozen=True)
 class Systemd(Step):
-    """Enable and start a unit; restart it when a file it depends on changed in this run."""
+    """Enable and start a unit; restart it when a file it depends on changed, in this run or in an earlier one
+    whose restart did not succeed (the pending-restart marker)."""
 
     unit: str
     restart_on: tuple[str, ...] = ()
@@ -110,17 +154,33 @@ class Systemd(Step):
         return any(path in changed for path in self.restart_on)
 
     def _is_running(self) -> Cmd:
-        return (sh("systemctl", "is-enabled", "-q", "--", self.unit, readonly=True)
+        return (sh("test", "!", "-e", restart_marker(self.unit), readonly=True)
+                & sh("systemctl", "is-enabled", "-q", "--", self.unit, readonly=True)
                 & sh("systemctl", "is-active", "-q", "--", self.unit, readonly=True))
 
     async def check(self, host: HostContext) -> bool:
-        res = await host.run(self._is_running(), check=False)
-        return res.ok and not self._changed(host)
+        if self._changed(host):
+            return False
+        return (await host.run(self._is_running(), check=False)).ok
 
     def check_script(self, host: HostContext) -> Cmd | None:
         return None if self._changed(host) else self._is_running()
 
     async def run(self, host: HostContext) -> None:
-        verb = self.on_change if self._changed(host) else "start"
+        marker = restart_marker(self.unit)
+        pending = self._changed(host) or await host.exists(marker)
+        if pending:
+            await host.run(sh("mkdir", "-p", "--", RESTART_PENDING_DIR) & sh("touch", "--", marker))
+        verb = self.on_change if pending else "start"
         await host.run(sh("systemctl", "daemon-reload") & sh("systemctl", "enable", "--", self.unit)
                        & sh("systemctl", verb, "--", self.unit))
+        if not pending:
+            return
+        active = await host.run(shell("for i in $(seq {wait}); do systemctl is-active -q -- {unit} && exit 0; "
+                                      "sleep 1; done; exit 1",
+                                      unit=self.unit, wait=ACTIVE_WAIT, readonly=True), check=False)
+        if not active.ok:
+            raise StepFailed(f"{self.unit} is not active after its {verb} on {host.name}; the restart stays "
+                             "pending and the next run tries it again",
+                             hint=f"see `journalctl -u {self.unit}` on {host.name}")
+        await host.run(sh("rm", "-f", "--", marker))

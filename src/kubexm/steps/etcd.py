@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
+import posixpath
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,12 +14,14 @@ from typing import Any
 
 from kubexm.engine.context import HostContext
 from kubexm.engine.step import Step
-from kubexm.errors import StepFailed
+from kubexm.errors import KubexmError, StepFailed
 from kubexm.hosts.digest import parse_sha256, sha256_command
+from kubexm.hosts.shell import Cmd, sh, shell
 from kubexm.pki import PKI
 from kubexm.pki.layout import etcd_specs
 from kubexm.spec.models import Cluster
 from kubexm.steps.binaries import InstallBinaries
+from kubexm.steps.common import RESTART_PENDING_DIR, Systemd, Template, restart_marker
 
 BIN = "/usr/local/bin"
 PKI_DIR = "/etc/kubernetes/pki/etcd"
@@ -33,19 +38,63 @@ def cluster_pki(cluster: Cluster) -> PKI:
                            leaf_days=settings.cert_validity_days)
 
 
+LOCAL_ENDPOINT = "https://127.0.0.1:2379"
+# Where a data directory must never point: `kubexm delete nodes` ends with `rm -rf` of it.
+_SYSTEM_DIRS = frozenset({"/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib64", "/opt", "/proc", "/root",
+                          "/run", "/sbin", "/srv", "/sys", "/tmp", "/usr", "/usr/local", "/usr/local/bin", "/var",
+                          "/var/lib", "/var/lib/kubexm", "/var/tmp", "/etc/kubernetes"})
+# An etcd flag as spec.etcd.extraArgs names it (quota-backend-bytes, experimental-initial-corrupt-check).
+_FLAG = re.compile(r"^[A-Za-z0-9]+(?:[-_][A-Za-z0-9]+)*$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def url(address: str, port: int) -> str:
+    """An https URL of an address: IPv6 literals in brackets, as etcd and its certificates expect."""
+    try:
+        if ipaddress.ip_address(address).version == 6:
+            return f"https://[{address}]:{port}"
+    except ValueError:
+        pass  # a host name
+    return f"https://{address}:{port}"
+
+
+def data_dir(cluster: Cluster) -> str:
+    """spec.etcd.dataDir, checked before it reaches `mv` or `rm -rf`: absolute, no `..`, no control
+    character, not a system directory. Any other character (a space, `;`) is carried as one quoted word."""
+    value = cluster.spec.etcd.data_dir
+    if _CONTROL.search(value):
+        raise StepFailed(f"spec.etcd.dataDir {value!r} holds a line break or control character",
+                         hint="use a plain absolute path, e.g. /var/lib/etcd")
+    if not value.startswith("/") or ".." in value.split("/"):
+        raise StepFailed(f"spec.etcd.dataDir {value!r} must be an absolute path without '..'",
+                         hint="e.g. /var/lib/etcd")
+    normal = "/" + posixpath.normpath(value).lstrip("/")  # also "//x" (normpath keeps two leading slashes)
+    if normal in _SYSTEM_DIRS:
+        raise StepFailed(f"spec.etcd.dataDir {value!r} is a system directory; etcd's data would replace it "
+                         "and removing a member deletes it", hint="use a directory of its own, e.g. /var/lib/etcd")
+    return normal
+
+
 def etcd_members(cluster: Cluster) -> list[tuple[str, str]]:
     return [(h.name, h.internal_ip) for h in cluster.hosts_with_role("etcd")]
 
 
 def initial_cluster(cluster: Cluster) -> str:
-    return ",".join(f"{name}=https://{ip}:2380" for name, ip in etcd_members(cluster))
+    return ",".join(f"{name}={url(ip, 2380)}" for name, ip in etcd_members(cluster))
 
 
-def etcdctl(command: str, endpoints: str = "https://127.0.0.1:2379") -> str:
-    """An etcdctl command line on a member, authenticated with the health-check client certificate."""
-    return (f"ETCDCTL_API=3 {BIN}/etcdctl --endpoints={endpoints} --cacert={PKI_DIR}/ca.crt "
-            f"--cert={PKI_DIR}/healthcheck-client.crt --key={PKI_DIR}/healthcheck-client.key "
-            f"--command-timeout=10s {command}")
+def etcdctl(*args: str, endpoints: str = LOCAL_ENDPOINT, readonly: bool = False) -> Cmd:
+    """etcdctl on a member, authenticated with the health-check client certificate; each argument one word.
+    ``readonly``: the sub-command only reads (endpoint health, member list), verified by the command builder."""
+    command = sh(f"{BIN}/etcdctl", f"--endpoints={endpoints}", f"--cacert={PKI_DIR}/ca.crt",
+                 f"--cert={PKI_DIR}/healthcheck-client.crt", f"--key={PKI_DIR}/healthcheck-client.key",
+                 "--command-timeout=10s", *args, readonly=readonly)
+    return with_api_v3(command)
+
+
+def with_api_v3(command: Cmd) -> Cmd:
+    # etcdctl before 3.4 speaks the v2 API unless told otherwise.
+    return shell("ETCDCTL_API=3 {command}", command=command, readonly=command.readonly)
 
 
 @dataclass(frozen=True)
@@ -63,7 +112,7 @@ class EnsureEtcdPKI(Step):
         host.emit("message", message="; ".join(f"{c.path}: {c.reason}" for c in changes))
 
 
-def member_files(cluster: Cluster, name: str) -> list[tuple[str, str, int]]:
+def member_files(name: str) -> list[tuple[str, str, int]]:
     """(local file in the PKI, path on the member, mode) for one member."""
     return [
         ("etcd/ca.crt", f"{PKI_DIR}/ca.crt", 0o644),
@@ -76,6 +125,10 @@ def member_files(cluster: Cluster, name: str) -> list[tuple[str, str, int]]:
     ]
 
 
+# Where a member's certificates live on it (the same paths on every member).
+MEMBER_CERTS = tuple(remote for _, remote, _ in member_files("-"))
+
+
 @dataclass(frozen=True)
 class PlaceEtcdCerts(Step):
     """The member's own server/peer pair, the CA and the health-check client, in kubeadm's layout."""
@@ -86,7 +139,7 @@ class PlaceEtcdCerts(Step):
     def _files(self, host: HostContext) -> list[tuple[bytes, str, int]]:
         root = cluster_pki(host.cluster).root
         out = []
-        for local, remote, mode in member_files(host.cluster, host.name):
+        for local, remote, mode in member_files(host.name):
             try:
                 out.append(((root / local).read_bytes(), remote, mode))
             except FileNotFoundError:
@@ -103,23 +156,42 @@ class PlaceEtcdCerts(Step):
         return all(have.get(r) == hashlib.sha256(data).hexdigest() for data, r, _ in files)
 
     async def run(self, host: HostContext) -> None:
-        await host.run(f"mkdir -p {PKI_DIR} && chmod 0755 {PKI_DIR}")
+        await host.run(sh("mkdir", "-p", "--", PKI_DIR) & sh("chmod", "0755", "--", PKI_DIR))
         for data, remote, mode in self._files(host):
             if await host.upload(data, remote, mode=mode):
                 host.vars.setdefault("changed_files", set()).add(remote)
 
 
+def extra_env(cluster: Cluster) -> tuple[tuple[str, str], ...]:
+    """spec.etcd.extraArgs as (ETCD_* variable, value): each key must be a flag name, each value one line."""
+    out = []
+    for key, value in sorted(cluster.spec.etcd.extra_args.items()):
+        flag = key.removeprefix("--")
+        if not _FLAG.match(flag):
+            raise StepFailed(f"spec.etcd.extraArgs: {key!r} is not an etcd flag name",
+                             hint="letters, digits and '-', as etcd --help spells it, e.g. quota-backend-bytes")
+        if _CONTROL.search(str(value)):
+            raise StepFailed(f"spec.etcd.extraArgs.{key}: the value holds a line break or control character",
+                             hint="an etcd flag value is one line")
+        out.append(("ETCD_" + flag.upper().replace("-", "_"), str(value)))
+    return tuple(out)
+
+
 def env_values(host: HostContext) -> tuple[tuple[str, Any], ...]:
+    """What the env file and unit are rendered from; every value is checked here, so a value a config line
+    cannot hold stops the run with a one-line error naming the field (rendering would refuse it too)."""
     cluster = host.cluster
-    etcd = cluster.spec.etcd
-    return (("name", host.name), ("cluster_name", cluster.name), ("address", host.address),
-            ("data_dir", etcd.data_dir), ("token", f"kubexm-{cluster.name}"), ("pki", PKI_DIR), ("bin", BIN),
-            ("extra_args", tuple(sorted(etcd.extra_args.items()))))
+    return (("name", host.name), ("cluster_name", cluster.name), ("data_dir", data_dir(cluster)),
+            ("client_url", url(host.address, 2379)), ("peer_url", url(host.address, 2380)),
+            ("token", f"kubexm-{cluster.name}"), ("pki", PKI_DIR), ("bin", BIN), ("extra_env", extra_env(cluster)))
 
 
 def bootstrap_text(initial: str, state: str) -> bytes:
+    from kubexm.templates import env_file_value
+
     return (f"# Written once by kubexm when this member first started.\n"
-            f"ETCD_INITIAL_CLUSTER={initial}\nETCD_INITIAL_CLUSTER_STATE={state}\n").encode()
+            f"ETCD_INITIAL_CLUSTER={env_file_value(initial)}\n"
+            f"ETCD_INITIAL_CLUSTER_STATE={env_file_value(state)}\n").encode()
 
 
 @dataclass(frozen=True)
@@ -138,31 +210,56 @@ class EtcdBootstrap(Step):
 
 
 @dataclass(frozen=True)
-class EtcdService(Step):
+class EtcdService(Systemd):
     """Enable and start etcd (without blocking: a new member waits for its peers), restart on changes."""
 
-    watched: tuple[str, ...] = (ENV_FILE, UNIT_FILE, f"{BIN}/etcd", f"{PKI_DIR}/server.crt", f"{PKI_DIR}/peer.crt",
-                                f"{PKI_DIR}/ca.crt")
+    unit: str = "etcd"
+    restart_on: tuple[str, ...] = (ENV_FILE, UNIT_FILE, f"{BIN}/etcd", f"{PKI_DIR}/server.crt",
+                                   f"{PKI_DIR}/peer.crt", f"{PKI_DIR}/ca.crt")
 
     def describe(self) -> str:
         return "enable and start etcd"
 
-    def _changed(self, host: HostContext) -> bool:
-        changed: set[str] = host.vars.get("changed_files", set())
-        return any(p in changed for p in self.watched)
-
-    async def check(self, host: HostContext) -> bool:
-        res = await host.run("systemctl is-enabled etcd && systemctl is-active etcd", check=False)
-        return res.ok and not self._changed(host)
-
     async def run(self, host: HostContext) -> None:
-        verb = "restart" if self._changed(host) else "start"
-        await host.run(f"systemctl daemon-reload && systemctl enable etcd && systemctl {verb} --no-block etcd")
+        # Systemd's check and pending-restart marker, but not its run: systemd's start/restart waits for the
+        # unit to be ready, and a member of a new cluster is ready only once a quorum of its peers runs. So
+        # the restart is queued (--no-block) and WaitEtcdHealthy, once every member is healthy, clears the
+        # markers; a run that fails before that restarts the member again next time.
+        marker = restart_marker(self.unit)
+        pending = self._changed(host) or await host.exists(marker)
+        if pending:
+            await host.run(sh("mkdir", "-p", "--", RESTART_PENDING_DIR) & sh("touch", "--", marker))
+        verb = "restart" if pending else "start"
+        await host.run(sh("systemctl", "daemon-reload") & sh("systemctl", "enable", "--", self.unit)
+                       & sh("systemctl", verb, "--no-block", "--", self.unit))
+
+
+async def restarts_pending(host: HostContext) -> list[str]:
+    """The members whose etcd restart is owed (marker present), asked from each member; unreachable ones
+    count as pending."""
+    marker = restart_marker("etcd")
+    pending = []
+    for name, _ in etcd_members(host.cluster):
+        try:
+            if await host.run_ctx.host(name).exists(marker):
+                pending.append(name)
+        except KubexmError:
+            pending.append(name)
+    return pending
+
+
+async def clear_restarts(host: HostContext) -> None:
+    for name in await restarts_pending(host):
+        try:
+            await host.run_ctx.host(name).run(sh("rm", "-f", "--", restart_marker("etcd")), check=False)
+        except KubexmError:
+            continue  # still pending: that member restarts once more on the next run, which is harmless
 
 
 async def cluster_health(host: HostContext) -> tuple[bool, str]:
     """Ask one member for the health of every member (over TLS with the health-check client)."""
-    res = await host.run(etcdctl("endpoint health --cluster -w json"), check=False, timeout=30)
+    res = await host.run(etcdctl("endpoint", "health", "--cluster", "-w", "json", readonly=True),
+                         check=False, timeout=30)
     if not res.ok:
         return False, (res.stderr or res.stdout).strip().splitlines()[-1:][0] if (res.stderr or res.stdout).strip() \
             else f"etcdctl exited {res.exit_status}"
@@ -191,13 +288,15 @@ class WaitEtcdHealthy(Step):
     async def check(self, host: HostContext) -> bool:
         # Healthy already: nothing to wait for. In a plan, an unhealthy (or not yet installed) cluster
         # shows as "would change" instead of the plan itself waiting for a cluster it did not start.
-        return (await cluster_health(host))[0]
+        # A restart still marked pending is confirmed by this step (see EtcdService).
+        return (await cluster_health(host))[0] and not await restarts_pending(host)
 
     async def run(self, host: HostContext) -> None:
         last = await wait_healthy(host, self.timeout, "etcd did not become healthy",
                                   "see `journalctl -u etcd` on the members (kubexm run command --nodes etcd -- "
                                   "journalctl -u etcd -n 20); a member added to a running cluster joins with "
                                   "`kubexm add nodes --nodes NAME --role etcd`")
+        await clear_restarts(host)
         host.emit("message", message=f"etcd: {last}")
 
 
@@ -214,18 +313,15 @@ async def wait_healthy(host: HostContext, timeout: float, what: str, hint: str) 
 
 
 def install_steps(host: HostContext) -> list[Step]:
-    from kubexm.steps.common import Template
-
+    values = env_values(host)
     return [
         InstallBinaries("etcd", ("etcd", "etcdctl")),
         PlaceEtcdCerts(),
-        Template("etcd/etcd.env.j2", ENV_FILE, 0o644, env_values(host)),
+        Template("etcd/etcd.env.j2", ENV_FILE, 0o644, values),
         EtcdBootstrap(),
-        Template("etcd/etcd.service.j2", UNIT_FILE, 0o644, env_values(host)),
+        Template("etcd/etcd.service.j2", UNIT_FILE, 0o644, values),
         EtcdService(),
     ]
-
-
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import shlex
 import tarfile
 import tempfile
 import time
@@ -21,7 +20,18 @@ from kubexm.assets import sha256_of
 from kubexm.engine.context import HostContext
 from kubexm.engine.step import Step
 from kubexm.errors import ConnectionFault, KubexmError, StepFailed
-from kubexm.steps.etcd import BIN, PKI_DIR, cluster_pki, etcd_members, etcdctl, initial_cluster
+from kubexm.hosts.shell import Cmd, sh, shell
+from kubexm.steps.etcd import (
+    BIN,
+    PKI_DIR,
+    cluster_pki,
+    data_dir,
+    etcd_members,
+    etcdctl,
+    initial_cluster,
+    url,
+    with_api_v3,
+)
 
 REMOTE_DIR = "/var/lib/kubexm/backup"
 
@@ -47,7 +57,7 @@ class BackupEtcd(Step):
         for name, _ in etcd_members(run.cluster):
             member = run.host(name)
             try:
-                health = await member.run(etcdctl("endpoint health"), check=False, timeout=30)
+                health = await member.run(etcdctl("endpoint", "health", readonly=True), check=False, timeout=30)
             except (ConnectionFault, KubexmError) as exc:
                 skipped.append(f"{name}: {exc.message}")
                 continue
@@ -69,8 +79,7 @@ class BackupEtcd(Step):
     async def _snapshot(self, member: HostContext, location: Path, prefix: str, include_pki: bool) -> Path:
         stamp = datetime.now(UTC)
         remote = f"{REMOTE_DIR}/snapshot-{stamp.strftime('%Y%m%dT%H%M%S')}.db"
-        await member.run(f"mkdir -p {REMOTE_DIR} && chmod 0700 {REMOTE_DIR} && "
-                         + etcdctl(f"snapshot save {remote}"), timeout=600)
+        await member.run(private_dir(REMOTE_DIR) & etcdctl("snapshot", "save", remote), timeout=600)
         try:
             remote_sha = await member.sha256(remote)
             with tempfile.TemporaryDirectory(dir=location) as tmp:
@@ -94,7 +103,7 @@ class BackupEtcd(Step):
                 partial.replace(target)
                 (location / (target.name + ".sha256")).write_text(f"{sha256_of(target)}  {target.name}\n")
         finally:
-            await member.run(f"rm -f {shlex.quote(remote)}", check=False)
+            await member.run(sh("rm", "-f", "--", remote), check=False)
         return target
 
 
@@ -171,15 +180,22 @@ class StopEtcd(Step):
         return "stop etcd"
 
     async def check(self, host: HostContext) -> bool:
-        return not (await host.run("systemctl is-active etcd", check=False)).ok
+        return (await host.run(self.check_script(host), check=False)).ok
+
+    def check_script(self, host: HostContext) -> Cmd:
+        # exit 0 ("done") when etcd is not running
+        return sh("systemctl", "is-active", "-q", "etcd", readonly=True).negate()
 
     async def run(self, host: HostContext) -> None:
-        await host.run("systemctl stop etcd")
+        await host.run(sh("systemctl", "stop", "etcd"))
 
 
 @dataclass(frozen=True)
 class RestoreMember(Step):
     """Replace the member's data with the snapshot, under its own name and peer URL, and start it."""
+
+    # A second attempt while the first may still be restoring would move its half-written data aside.
+    retryable = False
 
     def describe(self) -> str:
         return "restore the snapshot into this member's data directory and start etcd"
@@ -187,18 +203,32 @@ class RestoreMember(Step):
     async def run(self, host: HostContext) -> None:
         run = host.run_ctx
         snapshot: bytes = run.shared["snapshot"]
-        data_dir = run.cluster.spec.etcd.data_dir
+        data = data_dir(run.cluster)
         remote = f"{REMOTE_DIR}/restore.db"
-        await host.run(f"mkdir -p {REMOTE_DIR} && chmod 0700 {REMOTE_DIR}")
+        await host.run(private_dir(REMOTE_DIR))
         await host.upload(snapshot, remote, mode=0o600)
-        aside = f"{data_dir}.before-restore-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}"
-        restore = (f"ETCDCTL_API=3 {BIN}/etcdctl snapshot restore {remote} --name {host.name} "
-                   f"--initial-cluster {initial_cluster(run.cluster)} --initial-cluster-token kubexm-{run.cluster.name} "
-                   f"--initial-advertise-peer-urls https://{host.address}:2380 --data-dir {data_dir}")
-        await host.run(f"if [ -e {data_dir} ]; then mv {data_dir} {aside}; fi && {restore} && chmod 0700 {data_dir} "
-                       f"&& rm -f {remote} && systemctl start --no-block etcd",
+        aside = f"{data}.before-restore-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}"
+        await host.run(restore_command(remote, data, aside, name=host.name, initial=initial_cluster(run.cluster),
+                                       token=f"kubexm-{run.cluster.name}", peer_url=url(host.address, 2380)),
                        display=f"etcdctl snapshot restore (member {host.name}) and start etcd")
         host.emit("message", message=f"{host.name}: previous data kept in {aside}")
+
+
+def private_dir(path: str) -> Cmd:
+    return sh("mkdir", "-p", "--", path) & sh("chmod", "0700", "--", path)
+
+
+def restore_command(snapshot: str, data: str, aside: str, *, name: str, initial: str, token: str, peer_url: str) -> Cmd:
+    """Move the data directory aside (when there is one), restore the snapshot into it, start etcd.
+
+    Not steps.common.Systemd: etcd is started without waiting (``--no-block``), because a restored member is
+    ready only once a quorum of the others has restored too; the task's WaitEtcdHealthy waits for that."""
+    restore = with_api_v3(sh(f"{BIN}/etcdctl", "snapshot", "restore", snapshot, "--name", name,
+                             "--initial-cluster", initial, "--initial-cluster-token", token,
+                             "--initial-advertise-peer-urls", peer_url, "--data-dir", data))
+    return shell("if [ -e {data} ]; then mv -- {data} {aside}; fi && {restore} && chmod 0700 -- {data} "
+                 "&& rm -f -- {snapshot} && systemctl start --no-block etcd",
+                 data=data, aside=aside, restore=restore, snapshot=snapshot)
 
 
 __all__ = ["PKI_DIR", "BackupEtcd", "RestoreMember", "StopEtcd", "VerifyBackup", "open_backup", "prune"]

@@ -6,11 +6,13 @@ import asyncio
 import json
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from kubexm.engine.context import HostContext
 from kubexm.engine.step import Step
 from kubexm.errors import ConnectionFault, KubexmError, StepFailed
+from kubexm.hosts.shell import Cmd, sh, shell
 from kubexm.steps.etcd import (
     BIN,
     BOOTSTRAP_FILE,
@@ -19,8 +21,10 @@ from kubexm.steps.etcd import (
     PKI_DIR,
     UNIT_FILE,
     bootstrap_text,
+    data_dir,
     etcd_members,
     etcdctl,
+    url,
 )
 
 
@@ -38,34 +42,34 @@ async def healthy_peer(host: HostContext, exclude: set[str]) -> HostContext:
             continue
         peer = host.run_ctx.host(name)
         try:
-            res = await peer.run(etcdctl("endpoint health"), check=False, timeout=20)
+            res = await peer.run(etcdctl("endpoint", "health", readonly=True), check=False, timeout=20)
         except (ConnectionFault, KubexmError) as exc:
             tried.append(f"{name}: {exc.message}")
             continue
         if res.ok:
             return peer
         tried.append(f"{name}: not healthy")
-    raise StepFailed("no healthy etcd member to change membership through: " + "; ".join(tried) or "none",
+    raise StepFailed("no healthy etcd member to change membership through: " + ("; ".join(tried) or "none"),
                      hint="bring the existing members up first")
 
 
 async def member_list(peer: HostContext) -> list[dict[str, Any]]:
-    res = await peer.run(etcdctl("member list -w json"), timeout=30)
+    res = await peer.run(etcdctl("member", "list", "-w", "json", readonly=True), timeout=30)
     members: list[dict[str, Any]] = json.loads(res.stdout).get("members", [])
     return members
 
 
-async def reconfigure(peer: HostContext, command: str, timeout: float = 60.0) -> None:
+async def reconfigure(peer: HostContext, *args: str, timeout: float = 60.0) -> None:
     """Run a membership change; etcd refuses one until every member has been connected for a few seconds
     ("unhealthy cluster"), e.g. right after creation or a restart, so that refusal is waited out."""
     deadline = time.monotonic() + timeout
     while True:
-        res = await peer.run(etcdctl(command), check=False, timeout=30)
+        res = await peer.run(etcdctl(*args), check=False, timeout=30)
         if res.ok:
             return
         if "unhealthy cluster" not in res.stderr or time.monotonic() > deadline:
             tail = res.stderr.strip().splitlines()[-1:] or [f"exit {res.exit_status}"]
-            raise StepFailed(f"etcdctl {command} failed on {peer.name}: {tail[0]}",
+            raise StepFailed(f"etcdctl {' '.join(args)} failed on {peer.name}: {tail[0]}",
                              hint="check the health of the existing members first")
         await asyncio.sleep(2)
 
@@ -74,7 +78,8 @@ async def wait_all_healthy(peer: HostContext, timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
     last = ""
     while time.monotonic() < deadline:
-        res = await peer.run(etcdctl("endpoint health --cluster -w json"), check=False, timeout=30)
+        res = await peer.run(etcdctl("endpoint", "health", "--cluster", "-w", "json", readonly=True),
+                             check=False, timeout=30)
         if res.ok:
             try:
                 health = json.loads(res.stdout)
@@ -100,23 +105,26 @@ class JoinEtcdCluster(Step):
     async def check(self, host: HostContext) -> bool:
         peer = await healthy_peer(host, {host.name})
         started = {m.get("name") for m in await member_list(peer)}
-        active = (await host.run("systemctl is-active etcd", check=False)).ok
+        active = (await host.run(sh("systemctl", "is-active", "-q", "etcd", readonly=True), check=False)).ok
         return host.name in started and active
 
     async def run(self, host: HostContext) -> None:
+        data = data_dir(host.cluster)
         peer = await healthy_peer(host, {host.name})
-        peer_url = f"https://{host.address}:2380"
+        peer_url = url(host.address, 2380)
         members = await member_list(peer)
         if not any(peer_url in m.get("peerURLs", []) for m in members):
-            await reconfigure(peer, f"member add {host.name} --peer-urls={peer_url}")
+            await reconfigure(peer, "member", "add", host.name, f"--peer-urls={peer_url}")
             members = await member_list(peer)
         initial = [f"{m['name']}={m['peerURLs'][0]}" for m in members if m.get("name") and m.get("peerURLs")]
         initial = [i for i in initial if not i.startswith(f"{host.name}=")] + [f"{host.name}={peer_url}"]
-        data_dir = host.cluster.spec.etcd.data_dir
-        await host.run(f"systemctl stop etcd 2>/dev/null; if [ -e {data_dir} ]; then mv {data_dir} "
-                       f"{data_dir}.before-join-$(date +%Y%m%dT%H%M%S); fi", check=False)
+        aside = f"{data}.before-join-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}"
+        await host.run(set_aside(data, aside), check=False)
         await host.upload(bootstrap_text(",".join(initial), "existing"), BOOTSTRAP_FILE, mode=0o644)
-        await host.run("systemctl daemon-reload && systemctl enable etcd && systemctl start --no-block etcd")
+        # Not steps.common.Systemd: a joining member is ready only once the cluster took it in, so etcd is
+        # started without waiting for it (--no-block) and the health of all members is awaited below.
+        await host.run(sh("systemctl", "daemon-reload") & sh("systemctl", "enable", "etcd")
+                       & sh("systemctl", "start", "--no-block", "etcd"))
         await wait_all_healthy(peer)
 
 
@@ -143,7 +151,8 @@ class LeaveEtcdCluster(Step):
         if remaining < 1:
             raise StepFailed(f"{host.name} is the last etcd member; removing it would destroy the cluster",
                              hint="use `kubexm delete cluster` to remove the whole cluster")
-        health = await peer.run(etcdctl("endpoint health --cluster -w json"), check=False, timeout=30)
+        health = await peer.run(etcdctl("endpoint", "health", "--cluster", "-w", "json", readonly=True),
+                                check=False, timeout=30)
         try:
             healthy = {e.get("endpoint") for e in json.loads(health.stdout or "[]") if e.get("health")}
         except ValueError:
@@ -156,7 +165,7 @@ class LeaveEtcdCluster(Step):
                              f"below quorum ({quorum_after})",
                              hint="bring the unhealthy members back first, or pass --force")
         member_id = format(int(mine[0]["ID"]), "x")
-        await reconfigure(peer, f"member remove {member_id}")
+        await reconfigure(peer, "member", "remove", member_id)
         await wait_all_healthy(peer)
 
 
@@ -168,14 +177,23 @@ class CleanEtcdNode(Step):
         return "stop etcd and remove its data, config, certificates and binaries"
 
     async def check(self, host: HostContext) -> bool:
-        data_dir = host.cluster.spec.etcd.data_dir
-        res = await host.run(f"test ! -e {UNIT_FILE} && test ! -e {data_dir} && test ! -e {ENV_FILE}", check=False)
-        return res.ok
+        return (await host.run(self.check_script(host), check=False)).ok
+
+    def check_script(self, host: HostContext) -> Cmd:
+        return shell("test ! -e {unit} && test ! -e {data} && test ! -e {env}",
+                     unit=UNIT_FILE, data=data_dir(host.cluster), env=ENV_FILE, readonly=True)
 
     async def run(self, host: HostContext) -> None:
-        data_dir = host.cluster.spec.etcd.data_dir
-        await host.run(f"systemctl disable --now etcd 2>/dev/null; rm -rf {data_dir} {ENV_FILE} {BOOTSTRAP_FILE} "
-                       f"{UNIT_FILE} {PKI_DIR} {BIN}/etcd {BIN}/etcdctl {MARKER} && systemctl daemon-reload")
+        files = [data_dir(host.cluster), ENV_FILE, BOOTSTRAP_FILE, UNIT_FILE, PKI_DIR, f"{BIN}/etcd", f"{BIN}/etcdctl",
+                 MARKER]
+        await host.run(sh("systemctl", "disable", "--now", "etcd").no_stderr()
+                       .then(sh("rm", "-rf", "--", *files) & sh("systemctl", "daemon-reload")))
+
+
+def set_aside(data: str, aside: str) -> Cmd:
+    """Stop etcd and move its data directory (when there is one) to ``aside``."""
+    return sh("systemctl", "stop", "etcd").no_stderr().then(
+        shell("if [ -e {data} ]; then mv -- {data} {aside}; fi", data=data, aside=aside))
 
 
 __all__ = ["CleanEtcdNode", "JoinEtcdCluster", "LeaveEtcdCluster"]

@@ -15,6 +15,7 @@ from typing import Any
 from kubexm.engine.context import HostContext
 from kubexm.engine.step import Step
 from kubexm.errors import StepFailed
+from kubexm.hosts.shell import shell
 from kubexm.kube import commands
 from kubexm.kube.kubeadm import ADMIN_CONF, KUBELET_CONF, cri_socket
 from kubexm.spec.models import Cluster
@@ -39,19 +40,15 @@ def operator_host(host: HostContext) -> HostContext:
     raise StepFailed("no control-plane node would remain", hint="keep at least one control-plane node")
 
 
-async def kubectl_json(host: HostContext, args: str) -> dict[str, Any]:
-    res = await operator_host(host).run(f"{commands.KUBECTL} {args} -o json")
-    loaded: dict[str, Any] = json.loads(res.stdout)
-    return loaded
-
-
 async def node_object(host: HostContext, node: str) -> dict[str, Any] | None:
-    res = await operator_host(host).run(f"{commands.KUBECTL} get node {node} -o json --ignore-not-found",
-                                        check=False)
+    res = await operator_host(host).run(commands.get_node(node), check=False)
     if not res.ok or not res.stdout.strip():
         return None
-    loaded: dict[str, Any] = json.loads(res.stdout)
-    return loaded
+    try:
+        loaded = json.loads(res.stdout)
+    except ValueError:
+        return None
+    return loaded if isinstance(loaded, dict) else None
 
 
 @dataclass(frozen=True)
@@ -138,8 +135,8 @@ class KubeadmReset(Step):
     async def check(self, host: HostContext) -> bool:
         if host.run_ctx.options.extra.get("skip_cleanup"):
             return True
-        res = await host.run(f"test -e {KUBELET_CONF} || test -e {ADMIN_CONF} || test -d /etc/kubernetes/manifests",
-                             check=False)
+        res = await host.run(shell("test -e {kubelet} || test -e {admin} || test -d /etc/kubernetes/manifests",
+                                   kubelet=KUBELET_CONF, admin=ADMIN_CONF, readonly=True), check=False)
         return not res.ok
 
     async def run(self, host: HostContext) -> None:
@@ -172,10 +169,10 @@ class CheckUpgradeSkew(Step):
         return "check the version skew of the upgrade"
 
     async def run(self, host: HostContext) -> None:
-        res = await host.run(f"{commands.KUBECTL} version -o json", check=False)
+        res = await host.run(commands.kubectl("version", "-o", "json", readonly=True), check=False)
         try:
-            current = json.loads(res.stdout)["serverVersion"]["gitVersion"]
-        except (ValueError, KeyError):
+            current = str(json.loads(res.stdout)["serverVersion"]["gitVersion"])
+        except (ValueError, KeyError, TypeError):
             raise StepFailed("cannot read the running Kubernetes version from the API server",
                              hint="the control plane must be healthy before an upgrade") from None
         target = host.cluster.spec.kubernetes.version
@@ -235,39 +232,61 @@ class RestartKubelet(Step):
             await asyncio.sleep(3)
 
 
-def upgrade_plan(cluster: Cluster, node_concurrency: int, control_plane: bool = True,
-                 workers: bool = True) -> list[str]:
-    """The ordered plan `upgrade cluster --plan` prints: control planes one by one, then worker batches."""
+PLAN_COLUMNS = ["#", "nodes", "component", "from", "to", "how"]
+CONTROL_PLANE_COMPONENTS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
+
+
+def upgrade_plan(cluster: Cluster, node_concurrency: int, current: str | None = None, control_plane: bool = True,
+                 workers: bool = True) -> list[list[str]]:
+    """The ordered plan `upgrade cluster --plan` prints: one row per component and step, control planes one by
+    one, then worker batches. ``current``: the version running now (None: read from the API server later)."""
     cps = [h.name for h in cluster.hosts_with_role("control-plane")]
     workers_ = [h.name for h in cluster.hosts_with_role("worker") if h.name not in cps]
-    version = cluster.spec.kubernetes.version
-    lines: list[str] = []
+    to = cluster.spec.kubernetes.version
+    was = current or "running version"
+    kubeadms = (f"kubeadm's for {current}" if current else "kubeadm's current", f"kubeadm's for {to}")
+    rows: list[list[str]] = []
+    step = 0
     if control_plane:
         for i, name in enumerate(cps):
-            verb = f"kubeadm upgrade apply {version}" if i == 0 else "kubeadm upgrade node"
-            lines.append(f"{len(lines) + 1}. {name}: install kubeadm {version}, {verb}, drain, "
-                         f"install kubelet/kubectl {version}, restart kubelet, uncordon")
+            step += 1
+            n = str(step)
+            verb = f"kubeadm upgrade apply {to}" if i == 0 else "kubeadm upgrade node"
+            rows.append([n, name, "kubeadm", was, to, "install the binary"])
+            rows += [[n, name, c, was, to, verb] for c in CONTROL_PLANE_COMPONENTS]
+            if cluster.spec.etcd.type == "kubeadm":
+                rows.append([n, name, "etcd (stacked)", *kubeadms, verb])
+            if i == 0:
+                if not (cluster.spec.network.plugin == "cilium" and cluster.spec.network.cilium.kube_proxy_replacement):
+                    rows.append([n, "(cluster)", "kube-proxy", was, to, verb])
+                rows.append([n, "(cluster)", "CoreDNS", *kubeadms, verb])
+            rows += [[n, name, c, was, to, "drain, install, restart kubelet, uncordon"] for c in ("kubelet", "kubectl")]
     if workers:
         size = max(1, node_concurrency)
         for i in range(0, len(workers_), size):
-            batch = ", ".join(workers_[i:i + size])
-            lines.append(f"{len(lines) + 1}. {batch}: drain, install kubeadm {version}, kubeadm upgrade node, "
-                         f"install kubelet/kubectl {version}, restart kubelet, uncordon")
-    return lines
+            step += 1
+            n, batch = str(step), ", ".join(workers_[i:i + size])
+            rows.append([n, batch, "kubeadm", was, to, "drain, install the binary, kubeadm upgrade node"])
+            rows += [[n, batch, c, was, to, "install, restart kubelet, uncordon"] for c in ("kubelet", "kubectl")]
+    return rows
 
 
-@dataclass(frozen=True)
-class PrintUpgradePlan(Step):
-    mutates = False
-
-    def describe(self) -> str:
-        return "print the upgrade plan"
-
-    async def run(self, host: HostContext) -> None:
-        extra = host.run_ctx.options.extra
-        lines = upgrade_plan(host.cluster, int(extra.get("node_concurrency", 1)),
-                             not extra.get("workers_only"), not extra.get("control_plane_only"))
-        host.run_ctx.emit_report("Upgrade plan", ["step"], [[line] for line in lines])
+def plan_upgrade(host: HostContext) -> list[Step]:
+    """The steps of the PlanUpgrade task: none. The plan is computed and reported here, before anything runs,
+    so `--plan` (an offline run, where no step runs) prints it too; a skipped minor or a downgrade from the
+    version the cluster file records (``from_version``) is refused before the first node is touched."""
+    extra = host.run_ctx.options.extra
+    cluster = host.cluster
+    current = extra.get("from_version")
+    target = cluster.spec.kubernetes.version
+    if current:
+        problem = skew_problem(str(current), target)
+        if problem:
+            raise StepFailed(problem, hint="pass a --to-version one minor above the running one")
+    rows = upgrade_plan(cluster, int(extra.get("node_concurrency", 1)), str(current) if current else None,
+                        not extra.get("workers_only"), not extra.get("control_plane_only"))
+    host.run_ctx.emit_report(f"Upgrade plan: {current or 'running version'} -> {target}", PLAN_COLUMNS, rows)
+    return []
 
 
 @dataclass(frozen=True)
@@ -291,9 +310,9 @@ class RestartComponent(Step):
                     await asyncio.sleep(3)
         else:
             unit = f"{self.component}.service"
-            await host.run(f"systemctl restart {unit}")
+            await host.run(commands.restart_unit(unit))
             deadline = time.monotonic() + 120
-            while not (await host.run(f"systemctl is-active -q {unit}", check=False)).ok:
+            while not (await host.run(commands.unit_active(unit), check=False)).ok:
                 if time.monotonic() > deadline:
                     raise StepFailed(f"{unit} on {host.name} is not active 120s after the restart",
                                      hint=f"journalctl -u {unit} on {host.name}; the other nodes were not touched")
@@ -323,15 +342,18 @@ class TeardownNode(Step):
         return "reset the node (backups under /var/backups/kubexm are kept)"
 
     async def check(self, host: HostContext) -> bool:
-        res = await host.run("test -e /etc/kubernetes || test -e /etc/etcd.env || test -e /etc/kubexm", check=False)
+        res = await host.run(shell("test -e /etc/kubernetes || test -e /etc/etcd.env || test -e /etc/kubexm",
+                                   readonly=True), check=False)
         return not res.ok
 
     async def run(self, host: HostContext) -> None:
         cluster = host.cluster
-        script = [f"(command -v kubeadm >/dev/null && {commands.reset(cri_socket(cluster))} || true)",
-                  "systemctl disable --now kubelet 2>/dev/null || true",
-                  "systemctl disable --now etcd haproxy keepalived 2>/dev/null || true",
-                  f"rm -rf /etc/kubernetes /etc/etcd.env /etc/etcd.bootstrap.env /etc/systemd/system/etcd.service "
-                  f"{cluster.spec.etcd.data_dir} /etc/kubexm /etc/haproxy/haproxy.cfg /etc/keepalived/keepalived.conf",
-                  "systemctl daemon-reload"]
-        await host.run(" && ".join(script), timeout=600, display="reset the node")
+        teardown = shell(
+            "{{ command -v kubeadm >/dev/null && {reset} || true; }} && "
+            "{{ systemctl disable --now kubelet 2>/dev/null || true; }} && "
+            "{{ systemctl disable --now etcd haproxy keepalived 2>/dev/null || true; }} && "
+            "rm -rf -- /etc/kubernetes /etc/etcd.env /etc/etcd.bootstrap.env /etc/systemd/system/etcd.service "
+            "{data_dir} /etc/kubexm /etc/haproxy/haproxy.cfg /etc/keepalived/keepalived.conf && "
+            "systemctl daemon-reload",
+            reset=commands.reset(cri_socket(cluster)), data_dir=cluster.spec.etcd.data_dir)
+        await host.run(teardown, timeout=600, display="reset the node")

@@ -8,13 +8,15 @@ steps end as "not applicable" with the reason instead of failing or pretending.
 from __future__ import annotations
 
 import hashlib
-import shlex
+import posixpath
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
 from kubexm.engine.context import HostContext
 from kubexm.engine.step import Step
 from kubexm.errors import NotApplicable, StepFailed
+from kubexm.hosts.shell import Cmd, script, seq, sh, shell
 from kubexm.spec.models import Cluster
 
 HOSTS_BEGIN = "# BEGIN kubexm managed hosts"
@@ -29,6 +31,25 @@ def _sha(data: str) -> str:
     return hashlib.sha256(data.encode()).hexdigest()
 
 
+def line_value(value: str, what: str, *, blanks: bool = False) -> str:
+    """``value`` checked just before it is written into a line of a config file (or given as a package name).
+
+    The spec validates every field by its own grammar; this is the last guard where a line is assembled: a
+    line break or any other control character could start a line of the value's choosing, and a blank
+    (unless ``blanks``) would add a field (an alias in /etc/hosts, an option on a chrony line).
+    """
+    if not value:
+        raise StepFailed(f"{what} is empty", hint="fix it in the cluster file")
+    for ch in value:
+        if unicodedata.category(ch) in ("Cc", "Zl", "Zp") and not (blanks and ch == "\t"):
+            raise StepFailed(f"{what} {value!r} holds a line break or control character; refused before writing it",
+                             hint="fix it in the cluster file")
+        if not blanks and ch.isspace():
+            raise StepFailed(f"{what} {value!r} holds a blank, which would add a field to its line; refused",
+                             hint="fix it in the cluster file")
+    return value
+
+
 def supported_family(family: str) -> None:
     if family not in ("debian", "rhel"):
         raise StepFailed(f"OS family '{family}' is not supported for node preparation",
@@ -41,12 +62,12 @@ class SetHostname(Step):
         return "set the hostname to the host's name in the cluster file"
 
     async def check(self, host: HostContext) -> bool:
-        res = await host.run("hostname; cat /etc/hostname 2>/dev/null", check=False)
+        res = await host.run(script("hostname; cat /etc/hostname 2>/dev/null", readonly=True), check=False)
         return res.stdout.split()[:2] == [host.name, host.name]
 
     async def run(self, host: HostContext) -> None:
-        name = shlex.quote(host.name)
-        await host.run(f"echo {name} > /etc/hostname && hostname {name}")
+        name = line_value(host.name, "host name")
+        await host.run(shell("printf '%s\\n' {name} > /etc/hostname && hostname {name}", name=name))
 
 
 def hosts_block(cluster: Cluster, host_name: str | None = None) -> str:
@@ -56,13 +77,14 @@ def hosts_block(cluster: Cluster, host_name: str | None = None) -> str:
 
     lines = [HOSTS_BEGIN]
     for h in cluster.spec.hosts:
-        lines.append(f"{h.internal_ip} {h.name}")
+        lines.append(f"{line_value(h.internal_ip, 'address of host ' + h.name)} {line_value(h.name, 'host name')}")
     endpoint = cluster.spec.control_plane_endpoint
     cps = cluster.hosts_with_role("control-plane")
     target = endpoint_ip(cluster, host_name) if host_name else (endpoint.address or
                                                                 (cps[0].internal_ip if cps else None))
     if target:
-        lines.append(f"{target} {endpoint.domain}")
+        lines.append(f"{line_value(target, 'control-plane endpoint address')} "
+                     f"{line_value(endpoint.domain, 'controlPlaneEndpoint.domain')}")
     lines.append(HOSTS_END)
     return "\n".join(lines) + "\n"
 
@@ -106,21 +128,25 @@ class DisableSwap(Step):
             state = "off" if facts.swap_mb == 0 else f"{facts.swap_mb} MiB on"
             raise NotApplicable(f"a {facts.container} container cannot manage swap (swap is {state}; "
                                 "it belongs to the machine hosting it)")
-        res = await host.run("awk 'NR>1' /proc/swaps | wc -l; grep -cE '^[^#].*\\sswap\\s' /etc/fstab || true",
-                             check=False)
+        res = await host.run(script(r"awk 'NR>1' /proc/swaps | wc -l; grep -cE '^[^#].*\sswap\s' /etc/fstab || true",
+                                    readonly=True), check=False)
         counts = [int(x) for x in res.stdout.split() if x.isdigit()]
         return counts[:2] == [0, 0]
 
     async def run(self, host: HostContext) -> None:
-        await host.run("swapoff -a && sed -ri.kubexm-bak 's@^([^#].*\\sswap\\s.*)$@# \\1  # disabled by kubexm@' "
-                       "/etc/fstab")
+        await host.run(script(r"swapoff -a && sed -ri.kubexm-bak 's@^([^#].*\sswap\s.*)$@# \1  # disabled by kubexm@' "
+                              "/etc/fstab"))
 
 
 def wanted_modules(cluster: Cluster) -> list[str]:
     mods = ["overlay", "br_netfilter"]
     if cluster.spec.kubernetes.proxy_mode == "ipvs":
         mods += list(IPVS_MODULES)
-    return mods
+    return [line_value(m, "kernel module name") for m in mods]
+
+
+def modules_text(mods: list[str]) -> str:
+    return "".join(f"{line_value(m, 'kernel module name')}\n" for m in mods)
 
 
 @dataclass(frozen=True)
@@ -132,34 +158,68 @@ class KernelModules(Step):
 
     async def check(self, host: HostContext) -> bool:
         mods = wanted_modules(host.cluster)
-        content = "\n".join(mods) + "\n"
-        res = await host.run(f"cat {MODULES_FILE} 2>/dev/null; echo ---; cut -d' ' -f1 /proc/modules", check=False)
+        content = modules_text(mods)
+        res = await host.run(shell("cat -- {path} 2>/dev/null; echo ---; cut -d' ' -f1 /proc/modules",
+                                   path=MODULES_FILE, readonly=True), check=False)
         current, _, loaded = res.stdout.partition("---\n")
         return current == content and set(mods) <= set(loaded.split())
 
     async def run(self, host: HostContext) -> None:
         facts = await host.facts()
         mods = wanted_modules(host.cluster)
-        await host.upload(("\n".join(mods) + "\n").encode(), MODULES_FILE, mode=0o644)
+        await host.upload(modules_text(mods).encode(), MODULES_FILE, mode=0o644)
         if facts.is_container:
             raise NotApplicable(f"{MODULES_FILE} written; a {facts.container} container cannot load kernel "
                                 f"modules: load {', '.join(mods)} on the machine hosting it")
-        await host.run("for m in " + " ".join(mods) + "; do modprobe $m || exit 1; done")
+        await host.run(shell('for m in {mods}; do modprobe -- "$m" || exit 1; done', mods=mods))
 
 
 def wanted_sysctl(cluster: Cluster) -> dict[str, str]:
     values = {"net.bridge.bridge-nf-call-iptables": "1", "net.bridge.bridge-nf-call-ip6tables": "1",
               "net.ipv4.ip_forward": "1"}
     values.update(cluster.spec.system.sysctl)
+    for key, value in values.items():
+        _proc_path(key)
+        line_value(value, f"sysctl value of {key}", blanks=True)
     return values
 
 
 def sysctl_text(values: dict[str, str]) -> str:
-    return "# Managed by kubexm.\n" + "".join(f"{k} = {v}\n" for k, v in sorted(values.items()))
+    return "# Managed by kubexm.\n" + "".join(
+        f"{line_value(k, 'sysctl key')} = {line_value(v, f'sysctl value of {k}', blanks=True)}\n"
+        for k, v in sorted(values.items()))
+
+
+def same_sysctl_value(a: str, b: str) -> bool:
+    """Multi-field values (``1024 65535``) are read back with tabs between the fields: compare the fields."""
+    return a.split() == b.split()
+
+
+def live_sysctl_probe(keys: list[str]) -> Cmd:
+    """Prints ``key=value`` per key, the value as /proc/sys shows it (empty when the key is absent)."""
+    return seq(*(shell("printf '%s=' {key}; cat -- {path} 2>/dev/null || echo", key=k, path=_proc_path(k),
+                       readonly=True) for k in keys))
+
+
+def parse_live_sysctl(text: str) -> dict[str, str | None]:
+    live: dict[str, str | None] = {}
+    for line in text.splitlines():
+        k, _, v = line.partition("=")
+        live[k] = v.strip() or None
+    return live
 
 
 def _proc_path(key: str) -> str:
-    return "/proc/sys/" + key.replace(".", "/")
+    """The file under /proc/sys for ``key``, as sysctl(8) maps it: in a dotted key a ``/`` stands for a dot
+    inside one name (``net.ipv4.conf.eth0/100.rp_filter``)."""
+    line_value(key, "sysctl key")
+    if "=" in key:
+        raise StepFailed(f"sysctl key {key!r} holds '='", hint="fix it in the cluster file")
+    dotted = "." in key and ("/" not in key or key.index(".") < key.index("/"))
+    parts = (key.translate(str.maketrans("./", "/.")) if dotted else key).split("/")
+    if any(p in ("", ".", "..") for p in parts):
+        raise StepFailed(f"sysctl key {key!r} does not name a file under /proc/sys", hint="fix it in the cluster file")
+    return posixpath.join("/proc/sys", *parts)
 
 
 @dataclass(frozen=True)
@@ -170,17 +230,12 @@ class Sysctl(Step):
         return f"set kernel parameters now and at boot ({SYSCTL_FILE})"
 
     async def _live(self, host: HostContext, values: dict[str, str]) -> dict[str, str | None]:
-        script = "; ".join(f"printf '%s=' {shlex.quote(k)}; cat {_proc_path(k)} 2>/dev/null || echo" for k in values)
-        res = await host.run(script, check=False)
-        live: dict[str, str | None] = {}
-        for line in res.stdout.splitlines():
-            k, _, v = line.partition("=")
-            live[k] = v.strip() or None
-        return live
+        return parse_live_sysctl((await host.run(live_sysctl_probe(list(values)), check=False)).stdout)
 
     async def _writable(self, host: HostContext, values: dict[str, str]) -> set[str]:
-        script = "; ".join(f"test -w {_proc_path(k)} && echo {shlex.quote(k)}" for k in values)
-        res = await host.run(script + "; true", check=False)
+        probe = seq(*(shell("test -w {path} && printf '%s\\n' {key}", path=_proc_path(k), key=k, readonly=True)
+                      for k in values), sh("true", readonly=True))
+        res = await host.run(probe, check=False)
         return set(res.stdout.split())
 
     async def check(self, host: HostContext) -> bool:
@@ -189,14 +244,14 @@ class Sysctl(Step):
             return False
         live = await self._live(host, values)
         writable = await self._writable(host, values)
-        return all(live.get(k) == v for k, v in values.items() if k in writable)
+        return all(same_sysctl_value(live.get(k) or "", v) for k, v in values.items() if k in writable)
 
     async def run(self, host: HostContext) -> None:
         values = wanted_sysctl(host.cluster)
         await host.upload(sysctl_text(values).encode(), SYSCTL_FILE, mode=0o644)
         writable = await self._writable(host, values)
         for key in sorted(writable):
-            await host.run(f"sysctl -q -w {shlex.quote(key)}={shlex.quote(values[key])}")
+            await host.run(sh("sysctl", "-q", "-w", f"{key}={values[key]}"))
         readonly = sorted(set(values) - writable)
         if readonly:
             why = "a container" if (await host.facts()).is_container else "this kernel"
@@ -227,8 +282,8 @@ class Firewall(Step):
         return "configure the host firewall (spec.system.firewall)"
 
     async def _active(self, host: HostContext) -> list[str]:
-        res = await host.run("for s in ufw firewalld; do systemctl is-active -q $s 2>/dev/null && echo $s; done; true",
-                             check=False)
+        res = await host.run(script('for s in ufw firewalld; do systemctl is-active -q "$s" 2>/dev/null && echo "$s"; done; true',
+                                    readonly=True), check=False)
         return res.stdout.split()
 
     async def check(self, host: HostContext) -> bool:
@@ -240,24 +295,25 @@ class Firewall(Step):
             return not active
         ports = firewall_ports(host.roles, host.cluster.spec.assets.relay)
         if "ufw" in active:
-            res = await host.run("ufw status", check=False)
-            return all(p.replace("-", ":") in res.stdout for p in ports)
-        res = await host.run("firewall-cmd --list-ports", check=False)
+            res = await host.run(sh("ufw", "status", readonly=True), check=False)
+            rules = set(res.stdout.split())
+            return all(p.replace("-", ":") in rules for p in ports)
+        res = await host.run(sh("firewall-cmd", "--list-ports", readonly=True), check=False)
         return set(ports) <= set(res.stdout.split())
 
     async def run(self, host: HostContext) -> None:
         active = await self._active(host)
         if host.cluster.spec.system.firewall == "disable":
             for service in active:
-                await host.run(f"systemctl disable --now {service}")
+                await host.run(sh("systemctl", "disable", "--now", service))
             return
         for port in firewall_ports(host.roles, host.cluster.spec.assets.relay):
             if "ufw" in active:
-                await host.run(f"ufw allow {port.replace('-', ':')}")
+                await host.run(sh("ufw", "allow", port.replace("-", ":")))
             elif "firewalld" in active:
-                await host.run(f"firewall-cmd --permanent --add-port={port}")
+                await host.run(sh("firewall-cmd", "--permanent", f"--add-port={port}"))
         if "firewalld" in active:
-            await host.run("firewall-cmd --reload")
+            await host.run(sh("firewall-cmd", "--reload"))
 
 
 @dataclass(frozen=True)
@@ -270,13 +326,17 @@ class SELinuxPermissive(Step):
     async def check(self, host: HostContext) -> bool:
         if (await host.facts()).os_family != "rhel":
             return True
-        res = await host.run("getenforce 2>/dev/null; grep -E '^SELINUX=' /etc/selinux/config 2>/dev/null", check=False)
+        res = await host.run(script("getenforce 2>/dev/null; grep -E '^SELINUX=' /etc/selinux/config 2>/dev/null",
+                                    readonly=True), check=False)
         words = res.stdout.split()
         return (not words or words[0] in ("Permissive", "Disabled")) and \
             not any(w == "SELINUX=enforcing" for w in words)
 
     async def run(self, host: HostContext) -> None:
-        await host.run("setenforce 0 || true; sed -ri 's/^SELINUX=enforcing/SELINUX=permissive/' /etc/selinux/config")
+        # setenforce fails where SELinux is disabled, which is as permissive as it gets; a host without the
+        # config file (SELinux never installed) has nothing to keep across reboots.
+        await host.run(script("setenforce 0 || true; if [ -f /etc/selinux/config ]; then "
+                              "sed -ri 's/^SELINUX=enforcing/SELINUX=permissive/' /etc/selinux/config; fi"))
 
 
 def wanted_packages(cluster: Cluster) -> list[str]:
@@ -300,17 +360,15 @@ class Packages(Step):
         return f"install {self.group} packages"
 
     def wanted(self, cluster: Cluster, family: str = "debian") -> list[str]:
-        if family == "rhel" and self.rpm_names:
-            return list(self.rpm_names)
-        return list(self.names) or wanted_packages(cluster)
+        names = self.rpm_names if family == "rhel" and self.rpm_names else self.names
+        return [package_name(n) for n in names or wanted_packages(cluster)]
 
     async def _missing(self, host: HostContext) -> list[str]:
         family = (await host.facts()).os_family
         supported_family(family)
         pkgs = self.wanted(host.cluster, family)
-        query = "dpkg-query -W -f='${Package} ${Status}\\n'" if family == "debian" else "rpm -q --qf '%{NAME} installed\\n'"
-        res = await host.run(f"{query} {' '.join(pkgs)} 2>/dev/null", check=False)
-        have = {line.split()[0] for line in res.stdout.splitlines() if line.rstrip().endswith("installed")}
+        res = await host.run(installed_query(family, pkgs), check=False)
+        have = installed_from(family, res.stdout)
         return [p for p in pkgs if p not in have]
 
     async def check(self, host: HostContext) -> bool:
@@ -320,23 +378,19 @@ class Packages(Step):
         missing = await self._missing(host)
         facts = await host.facts()
         local = _local_packages(host.cluster, facts.os_family, facts.arch, self.group)
+        if not missing and not local:
+            return
         if local:
             remote_dir = "/var/lib/kubexm/packages"
-            await host.run(f"mkdir -p {remote_dir}")
+            await host.run(sh("mkdir", "-p", remote_dir))
             names = []
             for path in local:
-                await host.upload(path, f"{remote_dir}/{path.name}")
-                names.append(f"{remote_dir}/{path.name}")
-            if facts.os_family == "debian":
-                # The local source holds exactly the closure these hosts need; dpkg orders it in one call
-                # (apt would prefer versions from the host's own, possibly stale, package lists).
-                cmd = "DEBIAN_FRONTEND=noninteractive dpkg --force-confold -i " + " ".join(names)
-            else:
-                cmd = "rpm -Uvh --replacepkgs " + " ".join(names)
-        elif facts.os_family == "debian":
-            cmd = "DEBIAN_FRONTEND=noninteractive apt-get install -y " + " ".join(missing)
+                remote = posixpath.join(remote_dir, path.name)
+                await host.upload(path, remote)
+                names.append(remote)
+            cmd = local_install_command(facts.os_family, names)
         else:
-            cmd = "(dnf install -y || yum install -y) " + " ".join(missing)
+            cmd = install_command(facts.os_family, missing)
         await host.run(cmd, timeout=900, display=f"install {', '.join(missing)}"
                        + (f" from {len(local)} local package files" if local else ""))
         still = await self._missing(host)
@@ -346,6 +400,57 @@ class Packages(Step):
 
 
 BasePackages = Packages  # the default group is the base set
+
+
+def package_name(name: str) -> str:
+    """A package name as it may reach apt, dnf or rpm: one quoted word, and never taken for an option (an
+    apt ``-o`` option can run commands through dpkg hooks)."""
+    line_value(name, "package name")
+    if name.startswith("-"):
+        raise StepFailed(f"package name {name!r} starts with '-'", hint="fix it in the cluster file")
+    return name
+
+
+def installed_query(family: str, pkgs: list[str]) -> Cmd:
+    """Prints the installed ones among ``pkgs`` (see installed_from)."""
+    if family == "debian":
+        # db:Status-Abbrev is want, state and error flag: "ii " is unpacked and configured; "iH" (half-installed),
+        # "iU" (unpacked), "iF" (half-configured) or an "R" error flag are not installed, apt-get must finish them.
+        return sh("dpkg-query", "-W", "--showformat=${Package}\\t${db:Status-Abbrev}\\n", *pkgs,
+                  readonly=True).no_stderr()
+    # rpm's exit status says whether a package providing the name is installed (dnf installs by the same name
+    # and resolves provides, e.g. conntrack from conntrack-tools).
+    return shell("for p in {pkgs}; do rpm -q --quiet --whatprovides \"$p\" && printf '%s\\n' \"$p\"; done; true",
+                 pkgs=pkgs, readonly=True)
+
+
+def installed_from(family: str, output: str) -> set[str]:
+    if family != "debian":
+        return set(output.splitlines()) - {""}
+    have = set()
+    for line in output.splitlines():
+        name, _, status = line.partition("\t")
+        # held packages ("hi") are installed too; the error flag (third) must be blank
+        if status[:2] in ("ii", "hi") and not status[2:].strip():
+            have.add(name)
+    return have
+
+
+def install_command(family: str, pkgs: list[str]) -> Cmd:
+    """The package manager's install of ``pkgs`` (names from package_name), each name one quoted word."""
+    if family == "debian":
+        return shell("DEBIAN_FRONTEND=noninteractive apt-get install -y {pkgs}", pkgs=pkgs)
+    # dnf where the host has it (RHEL 8 and later), else yum (RHEL/CentOS 7).
+    return shell("if command -v dnf >/dev/null 2>&1; then dnf install -y {pkgs}; else yum install -y {pkgs}; fi",
+                 pkgs=pkgs)
+
+
+def local_install_command(family: str, files: list[str]) -> Cmd:
+    if family == "debian":
+        # The local source holds exactly the closure these hosts need; dpkg orders it in one call
+        # (apt would prefer versions from the host's own, possibly stale, package lists).
+        return shell("DEBIAN_FRONTEND=noninteractive dpkg --force-confold -i {files}", files=files)
+    return sh("rpm", "-Uvh", "--replacepkgs", *files)
 
 
 def _local_packages(cluster: Cluster, family: str, arch: str, group: str) -> list[Path]:
@@ -375,12 +480,13 @@ def chrony_conf(cluster: Cluster, host_name: str) -> str:
     servers = cluster.spec.system.ntp_servers
     cps = cluster.hosts_with_role("control-plane")
     if servers:
-        lines += [f"server {s} iburst" for s in servers]
+        lines += [f"server {line_value(s, 'NTP server')} iburst" for s in servers]
     elif cps and cps[0].name == host_name:
         lines += ["local stratum 10"]
-        lines += [f"allow {h.internal_ip}" for h in cluster.spec.hosts if h.name != host_name]
+        lines += [f"allow {line_value(h.internal_ip, 'address of host ' + h.name)}"
+                  for h in cluster.spec.hosts if h.name != host_name]
     elif cps:
-        lines.append(f"server {cps[0].internal_ip} iburst")
+        lines.append(f"server {line_value(cps[0].internal_ip, 'address of host ' + cps[0].name)} iburst")
     return "\n".join(lines) + "\n"
 
 
@@ -401,7 +507,7 @@ class SyncTime(Step):
             return False
         if facts.is_container:
             return True  # configured; a container cannot run it (see run)
-        return (await host.run(f"systemctl is-active -q {unit}", check=False)).ok
+        return (await host.run(sh("systemctl", "is-active", "-q", unit, readonly=True), check=False)).ok
 
     async def run(self, host: HostContext) -> None:
         facts = await host.facts()
@@ -410,4 +516,4 @@ class SyncTime(Step):
         if facts.is_container:
             raise NotApplicable(f"{conf} written; a {facts.container} container cannot set the clock "
                                 "(it shares the host's clock), so chrony is not started")
-        await host.run(f"systemctl enable {unit} && systemctl restart {unit}")
+        await host.run(sh("systemctl", "enable", unit) & sh("systemctl", "restart", unit))

@@ -7,17 +7,17 @@ Each check ends as pass, warn or fail with a reason. Results are collected in
 from __future__ import annotations
 
 import re
-import shlex
 import time
 from dataclasses import dataclass
 from typing import Literal
 
 from kubexm import __version__
-from kubexm.engine.context import HostContext, RunContext
+from kubexm.engine.context import PLANNING, HostContext, RunContext
 from kubexm.engine.selectors import DEPLOY
 from kubexm.engine.step import Step
 from kubexm.errors import ConnectionFault, KubexmError, StepFailed
 from kubexm.hosts.facts import Facts
+from kubexm.hosts.shell import Cmd, script, seq, shell
 from kubexm.spec.models import Cluster
 
 Result = Literal["pass", "warn", "fail"]
@@ -77,32 +77,47 @@ def _ports_for(roles: list[str], table: dict[str, tuple[int, ...]]) -> list[int]
     return sorted({p for r in roles for p in table.get(r, ())})
 
 
-def probe_script(peers: list[tuple[str, str, int]]) -> str:
-    """One shell script printing KEY=VALUE lines: commands found, listening ports, peer reachability.
+def probe_script(peers: list[tuple[str, str, int]], *, reach: bool = True) -> Cmd:
+    """One command printing KEY=VALUE lines: commands found, listening ports, peer reachability.
 
     Reachability is tested with bash's /dev/tcp: "refused" proves the peer answers at the IP level
-    (nothing listens yet before the cluster exists), a timeout means it is unreachable.
+    (nothing listens yet before the cluster exists), a timeout means it is unreachable. ``reach=False``
+    leaves it out (``reach_tested=0``): see ``peer_probe``.
     """
-    lines = ["export LC_ALL=C"]
-    for cmd in [*REQUIRED_COMMANDS, *(c for group in ANY_OF_COMMANDS.values() for c in group)]:
-        lines.append(f"command -v {cmd} >/dev/null 2>&1 && echo cmd_{cmd}=1 || echo cmd_{cmd}=0")
-    # port/process pairs, e.g. "2379/etcd": a port held by the component kubexm itself installed is fine.
-    lines.append("echo \"listen=$(ss -ltnpH 2>/dev/null | awk '{split($4,a,\":\"); p=a[length(a)]; "
-                 "n=\"?\"; if (match($0, /\\(\\(\"[^\"]+\"/)) n=substr($0, RSTART+3, RLENGTH-4); print p \"/\" n}' "
-                 "| sort -u | tr '\\n' ' ')\"")
-    lines.append("getent hosts \"$(hostname)\" >/dev/null 2>&1 && echo dns_self=1 || echo dns_self=0")
-    lines.append("echo have_bash=$(command -v bash >/dev/null 2>&1 && echo 1 || echo 0)")
-    for name, addr, port in peers:
-        probe = f"exec 3<>/dev/tcp/{addr}/{port}"
-        lines.append(
-            f"( out=$(timeout 3 bash -c {shlex.quote(probe)} 2>&1); rc=$?; "
-            f"if [ $rc -eq 0 ]; then r=open; elif [ $rc -eq 124 ]; then r=timeout; "
-            f"elif echo \"$out\" | grep -qi refused; then r=refused; else r=unreachable; fi; "
-            f"echo \"reach_{name}_{port}=$r\" ) &"
-        )
-    lines.append("wait")
-    lines.append("echo now=$(date +%s.%N)")
-    return "\n".join(lines) + "\n"
+    parts = [
+        script("export LC_ALL=C", readonly=True),
+        *(shell("command -v {cmd} >/dev/null 2>&1 && echo {found} || echo {missing}", cmd=cmd, found=f"cmd_{cmd}=1",
+                missing=f"cmd_{cmd}=0", readonly=True)
+          for cmd in [*REQUIRED_COMMANDS, *(c for group in ANY_OF_COMMANDS.values() for c in group)]),
+        # port/process pairs, e.g. "2379/etcd": a port held by the component kubexm itself installed is fine.
+        script(r"""printf 'listen='; ss -ltnpH 2>/dev/null | awk '{split($4,a,":"); p=a[length(a)]; n="?"; """
+               r"""if (match($0, /\(\("[^"]+"/)) n=substr($0, RSTART+3, RLENGTH-4); print p "/" n}' """
+               r"""| sort -u | tr '\n' ' '; echo""", readonly=True),
+        script('getent hosts "$(hostname)" >/dev/null 2>&1 && echo dns_self=1 || echo dns_self=0', readonly=True),
+        script("echo have_bash=$(command -v bash >/dev/null 2>&1 && echo 1 || echo 0)", readonly=True),
+    ]
+    if reach and peers:
+        parts += [peer_probe(name, addr, port) for name, addr, port in peers]
+        parts.append(script("wait", readonly=True))
+    elif peers:
+        parts.append(script("echo reach_tested=0", readonly=True))
+    parts.append(script("echo now=$(date +%s.%N)", readonly=True))
+    return seq(*parts)
+
+
+def peer_probe(name: str, addr: str, port: int) -> Cmd:
+    """Tries a TCP connection to a peer in the background; prints ``reach_<name>_<port>=open|refused|timeout|...``.
+
+    The connection itself only reads (``: </dev/tcp/...`` opens a socket and closes it), but it needs bash
+    under ``timeout``, which the read-only verifier of kubexm.hosts.shell cannot see into: this command is
+    not declared read-only, so a plan (a dry run) leaves it out and says so in the network row.
+    """
+    connect = shell(": <{target}", target=f"/dev/tcp/{addr}/{port}", readonly=True)
+    return shell(
+        "{{ ( out=$(timeout 3 bash -c {connect} 2>&1); rc=$?; if [ $rc -eq 0 ]; then r=open; "
+        "elif [ $rc -eq 124 ]; then r=timeout; elif printf '%s' \"$out\" | grep -qi refused; then r=refused; "
+        "else r=unreachable; fi; printf '%s=%s\\n' {key} \"$r\" ) & }}",
+        connect=connect.text, key=f"reach_{name}_{port}")
 
 
 def _kv(text: str) -> dict[str, str]:
@@ -238,6 +253,9 @@ def evaluate(cluster: Cluster, name: str, facts: Facts, probe: dict[str, str], s
 
     if not peers:
         add("network", "pass", "no other hosts to reach")
+    elif probe.get("reach_tested") == "0":
+        add("network", "warn", f"reachability of {len({p for p, _, _ in peers})} peers is tested when the run goes "
+                               "ahead, not in a dry run (the probe needs bash -c, which a read-only plan does not run)")
     elif probe.get("have_bash") != "1":
         add("network", "warn", "bash is missing, peer reachability was not tested")
     else:
@@ -276,7 +294,9 @@ class CheckHost(Step):
             try:
                 facts = await host.facts()
                 t0 = time.time()
-                res = await host.run(probe_script(peers), sudo=False, check=False, display="preflight probe")
+                # While planning only read-only commands may run: the peer probe is left out (see peer_probe).
+                probe_cmd = probe_script(peers, reach=not PLANNING.get())
+                res = await host.run(probe_cmd, sudo=False, check=False, display="preflight probe")
                 t1 = time.time()
                 break
             except ConnectionFault as exc:

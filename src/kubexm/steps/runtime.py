@@ -6,14 +6,19 @@ import asyncio
 import base64
 import hashlib
 import json
-import shlex
+import posixpath
+import re
 from abc import abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import tomli_w
 
 from kubexm.engine.context import HostContext
 from kubexm.engine.step import Step
 from kubexm.errors import KubexmError, StepFailed
+from kubexm.hosts.shell import Cmd, script, sh, shell
 from kubexm.spec.models import Cluster
 from kubexm.templates import render
 
@@ -54,11 +59,43 @@ def _auths(cluster: Cluster) -> list[dict[str, str]]:
             for a in cluster.spec.registry.auths]
 
 
+MANAGED = "# Managed by kubexm: edits are replaced on the next run.\n"
+
+
+def _toml(doc: dict[str, Any], header: str = MANAGED) -> str:
+    # A TOML writer, not lines assembled from values: a registry name or password is a key or a string,
+    # whatever characters it holds, and can never open a table of its own.
+    return header + tomli_w.dumps(doc)
+
+
 def containerd_config(cluster: Cluster) -> str:
     rt = cluster.spec.container_runtime
-    return render("containerd/config.toml.j2", data_root=rt.data_root or "/var/lib/containerd",
-                  sandbox_image=sandbox_image(cluster), systemd_cgroup=cluster.spec.kubernetes.cgroup_driver == "systemd",
-                  snapshotter=rt.snapshotter, auths=_auths(cluster))
+    registry: dict[str, Any] = {
+        # Mirrors and insecure registries live in one hosts.toml per registry under this directory.
+        "config_path": CERTS_D,
+    }
+    auths = _auths(cluster)
+    if auths:
+        registry["configs"] = {a["registry"]: {"auth": {"username": a["username"], "password": a["password"]}}
+                               for a in auths}
+    cri = {
+        "sandbox_image": sandbox_image(cluster),
+        "containerd": {
+            "default_runtime_name": "runc",
+            # Also used by kubexm's image imports, so imported images are unpacked where kubelet looks.
+            "snapshotter": rt.snapshotter,
+            "runtimes": {"runc": {
+                "runtime_type": "io.containerd.runc.v2",
+                # Must match kubelet's cgroupDriver (spec.kubernetes.cgroupDriver).
+                "options": {"SystemdCgroup": cluster.spec.kubernetes.cgroup_driver == "systemd"},
+            }},
+        },
+        "cni": {"bin_dir": "/opt/cni/bin", "conf_dir": "/etc/cni/net.d"},
+        "registry": registry,
+    }
+    return _toml({"version": 2, "root": rt.data_root or "/var/lib/containerd", "state": "/run/containerd",
+                  "grpc": {"address": "/run/containerd/containerd.sock"},
+                  "plugins": {"io.containerd.grpc.v1.cri": cri}})
 
 
 def crictl_config(cluster: Cluster) -> str:
@@ -108,26 +145,43 @@ def cri_dockerd_units(cluster: Cluster) -> dict[str, str]:
 
 
 def crio_config(cluster: Cluster) -> str:
+    """A drop-in read after /etc/crio/crio.conf."""
     rt = cluster.spec.container_runtime
-    return render("crio/10-kubexm.conf.j2", data_root=rt.data_root, sandbox_image=sandbox_image(cluster),
-                  cgroup_manager=cluster.spec.kubernetes.cgroup_driver,
-                  auth_file=CRIO_AUTH if cluster.spec.registry.auths else None)
+    doc: dict[str, Any] = {}
+    if rt.data_root:
+        doc["crio"] = {"root": rt.data_root}
+    image = {"pause_image": sandbox_image(cluster)}
+    if cluster.spec.registry.auths:
+        image["global_auth_file"] = CRIO_AUTH
+    doc.setdefault("crio", {}).update({
+        # Must match kubelet's cgroupDriver (spec.kubernetes.cgroupDriver).
+        "runtime": {"cgroup_manager": cluster.spec.kubernetes.cgroup_driver, "conmon_cgroup": "pod"},
+        "image": image,
+        "network": {"network_dir": "/etc/cni/net.d/",
+                    "plugin_dirs": ["/opt/cni/bin/", "/usr/libexec/cni/", "/usr/lib/cni/"]},
+    })
+    return _toml(doc, MANAGED.replace("\n", " Read after /etc/crio/crio.conf.\n"))
 
 
 def crio_registries(cluster: Cluster) -> str:
     """containers-registries.conf(5) v2: one [[registry]] per mirrored or insecure registry."""
     rt = cluster.spec.container_runtime
-    entries = []
+    entries: list[dict[str, Any]] = []
     for mirror in rt.registry_mirrors:
-        locations = [e.split("://", 1)[-1].rstrip("/") for e in mirror.endpoints]
-        entries.append({"prefix": mirror.registry, "location": mirror.registry,
-                        "insecure": mirror.registry in rt.insecure_registries,
-                        "mirrors": [(loc, loc.split("/")[0] in rt.insecure_registries or
-                                     e.startswith("http://")) for loc, e in zip(locations, mirror.endpoints, strict=True)]})
+        entry: dict[str, Any] = {"prefix": mirror.registry, "location": mirror.registry,
+                                 "insecure": mirror.registry in rt.insecure_registries}
+        mirrors = []
+        for endpoint in mirror.endpoints:
+            location = endpoint.split("://", 1)[-1].rstrip("/")
+            mirrors.append({"location": location, "insecure": location.split("/")[0] in rt.insecure_registries
+                            or endpoint.startswith("http://")})
+        if mirrors:
+            entry["mirror"] = mirrors
+        entries.append(entry)
     mirrored = {m.registry for m in rt.registry_mirrors}
-    entries += [{"prefix": r, "location": r, "insecure": True, "mirrors": []}
-                for r in rt.insecure_registries if r not in mirrored]
-    return render("crio/registries.conf.j2", registries=entries)
+    entries += [{"prefix": r, "location": r, "insecure": True} for r in rt.insecure_registries if r not in mirrored]
+    header = "# Managed by kubexm: edits are replaced on the next run (containers-registries.conf(5), version 2).\n"
+    return _toml({"registry": entries} if entries else {}, header)
 
 
 def registry_hosts(cluster: Cluster) -> dict[str, str]:
@@ -136,16 +190,30 @@ def registry_hosts(cluster: Cluster) -> dict[str, str]:
     out: dict[str, str] = {}
     for mirror in rt.registry_mirrors:
         server = mirror.registry if "://" in mirror.registry else f"https://{mirror.registry}"
-        text = f'server = "{server}"\n'
+        hosts: dict[str, dict[str, Any]] = {}
         for endpoint in mirror.endpoints:
-            text += f'\n[host."{endpoint}"]\n  capabilities = ["pull", "resolve"]\n'
+            hosts[endpoint] = {"capabilities": ["pull", "resolve"]}
             if endpoint.split("://", 1)[-1].split("/")[0] in rt.insecure_registries:
-                text += "  skip_verify = true\n"
-        out[mirror.registry] = text
+                hosts[endpoint]["skip_verify"] = True
+        out[mirror.registry] = tomli_w.dumps({"server": server, "host": hosts} if hosts else {"server": server})
     for registry in rt.insecure_registries:
-        out.setdefault(registry, f'server = "https://{registry}"\n\n[host."https://{registry}"]\n'
-                                 '  capabilities = ["pull", "resolve", "push"]\n  skip_verify = true\n')
+        if registry not in out:
+            url = f"https://{registry}"
+            out[registry] = tomli_w.dumps({"server": url, "host": {url: {
+                "capabilities": ["pull", "resolve", "push"], "skip_verify": True}}})
     return out
+
+
+# A registry names a directory under certs.d: nothing that could leave it or hide in a listing.
+_UNSAFE_DIR_NAME = re.compile(r"[/\s\x00-\x1f\x7f]|\.\.")
+
+
+def hosts_toml_path(registry: str) -> str:
+    """certs.d/<registry>/hosts.toml, refused (one line) for a name that is not a plain ``host[:port]``."""
+    if not registry or registry == "." or _UNSAFE_DIR_NAME.search(registry):
+        raise StepFailed(f"registry {registry!r} cannot name a directory under {CERTS_D}",
+                         hint="registry mirrors and insecure registries are host[:port], without a scheme or path")
+    return posixpath.join(CERTS_D, registry, "hosts.toml")
 
 
 def _sha(data: str) -> str:
@@ -163,8 +231,7 @@ class RefuseRuntimeSwitch(Step):
 
     async def run(self, host: HostContext) -> None:
         wanted = host.cluster.spec.container_runtime.type
-        res = await host.run("for s in docker crio containerd; do systemctl is-active -q $s 2>/dev/null && echo $s; "
-                             "done; true", check=False)
+        res = await host.run(_ACTIVE_RUNTIMES, check=False)
         active = [s for s in res.stdout.split() if s != wanted]
         # docker ships its own containerd; that one belongs to docker, not a second runtime.
         if wanted == "docker":
@@ -173,6 +240,10 @@ class RefuseRuntimeSwitch(Step):
             raise StepFailed(f"{host.name} already runs {', '.join(active)}, the spec asks for {wanted}",
                              hint="kubexm does not switch runtimes on a node: drain it, remove it "
                                   "(kubexm delete nodes) and add it back, or set spec.containerRuntime.type")
+
+
+_ACTIVE_RUNTIMES = script('for s in docker crio containerd; do systemctl is-active -q "$s" 2>/dev/null && echo "$s"; '
+                          'done; true', readonly=True)
 
 
 class ConfigFiles(Step):
@@ -218,7 +289,7 @@ class ContainerdConfig(ConfigFiles):
     def files(self, cluster: Cluster) -> dict[str, tuple[str, int]]:
         files = {CONFIG: (containerd_config(cluster), 0o600), **_common_files(cluster)}
         for registry, text in registry_hosts(cluster).items():
-            files[f"{CERTS_D}/{registry}/hosts.toml"] = (text, 0o644)
+            files[hosts_toml_path(registry)] = (text, 0o644)
         return files
 
     async def check(self, host: HostContext) -> bool:
@@ -265,10 +336,10 @@ class CrioConfig(ConfigFiles):
         return files
 
 
-_CNI_LINKED = "test ! -d /usr/lib/cni || test -e /opt/cni/bin/bridge"
+_CNI_LINKED = script("test ! -d /usr/lib/cni || test -e /opt/cni/bin/bridge", readonly=True)
 # Distribution packages put CNI plugins in /usr/lib/cni; kubelet and CNI installers use /opt/cni/bin.
-_LINK_CNI = ("mkdir -p /opt/cni/bin && if [ -d /usr/lib/cni ]; then for f in /usr/lib/cni/*; do "
-             "ln -sfn \"$f\" /opt/cni/bin/; done; fi")
+_LINK_CNI = script('mkdir -p /opt/cni/bin && if [ -d /usr/lib/cni ]; then for f in /usr/lib/cni/*; do '
+                   'ln -sfn "$f" /opt/cni/bin/; done; fi')
 
 
 def image_archives(cluster: Cluster) -> list[tuple[Path, list[str]]]:
@@ -294,23 +365,32 @@ def image_archives(cluster: Cluster) -> list[tuple[Path, list[str]]]:
     return out
 
 
-# Per runtime: print which of the given references are present; import one archive.
-_PRESENT = {
-    "containerd": "ctr -n k8s.io images ls -q",
-    "docker": "for r in {refs}; do docker image inspect \"$r\" >/dev/null 2>&1 && echo \"$r\"; done; true",
-    "crio": "for r in {refs}; do skopeo inspect --raw \"containers-storage:$r\" >/dev/null 2>&1 "
-            "&& echo \"$r\"; done; true",
-}
+# containerd's namespace as one option word: a read-only command's sub-command is its first operand.
+_CTR = ("ctr", "--namespace=k8s.io")
 
 
-def import_command(cluster: Cluster, remote: str, refs: list[str]) -> str:
+def present_command(runtime: str, refs: list[str]) -> Cmd:
+    """Prints which of ``refs`` the runtime holds (containerd: every image it holds)."""
+    if runtime == "containerd":
+        return sh(*_CTR, "images", "ls", "-q", readonly=True)
+    if runtime == "docker":
+        return shell('for r in {refs}; do docker image inspect "$r" >/dev/null 2>&1 && echo "$r"; done; true',
+                     refs=refs, readonly=True)
+    return shell('for r in {refs}; do skopeo inspect --raw "containers-storage:$r" >/dev/null 2>&1 '
+                 '&& echo "$r"; done; true', refs=refs, readonly=True)
+
+
+def import_command(cluster: Cluster, remote: str, refs: list[str]) -> Cmd:
     rt = cluster.spec.container_runtime
     if rt.type == "containerd":
-        return f"ctr -n k8s.io images import --snapshotter {shlex.quote(rt.snapshotter)} {remote}"
+        return sh(*_CTR, "images", "import", "--snapshotter", rt.snapshotter, remote)
     if rt.type == "docker":
-        return f"docker load -i {remote}"
-    return " && ".join(f"skopeo copy --quiet docker-archive:{remote}:{shlex.quote(r)} "
-                       f"containers-storage:{shlex.quote(r)}" for r in refs)
+        return sh("docker", "load", "-i", remote)
+    copies = [sh("skopeo", "copy", "--quiet", f"docker-archive:{remote}:{r}", f"containers-storage:{r}") for r in refs]
+    out = copies[0]
+    for c in copies[1:]:
+        out = out & c
+    return out
 
 
 @dataclass(frozen=True)
@@ -336,7 +416,7 @@ class ImportImages(Step):
 
         refs = sorted({r for _, rs in archives for r in rs})
         rt = host.cluster.spec.container_runtime.type
-        res = await host.run(_PRESENT[rt].format(refs=" ".join(shlex.quote(r) for r in refs)), check=False)
+        res = await host.run(present_command(rt, refs), check=False)
         have = {normalize(line.strip()) for line in res.stdout.splitlines() if line.strip()}
         return [(path, rs) for path, rs in archives if not set(rs) <= have]
 
@@ -348,12 +428,12 @@ class ImportImages(Step):
 
     async def run(self, host: HostContext) -> None:
         missing = await self._missing(host)
-        await host.run(f"mkdir -p {IMAGE_DIR}")
+        await host.run(sh("mkdir", "-p", IMAGE_DIR))
         for path, refs in missing:
-            remote = f"{IMAGE_DIR}/{path.name}"
+            remote = posixpath.join(IMAGE_DIR, path.name)
             await host.upload(path, remote, mode=0o600)
             # The archive is removed after a successful import: images can be large, the runtime holds them now.
-            await host.run(f"{import_command(host.cluster, remote, refs)} && rm -f {remote}", timeout=1800,
+            await host.run(import_command(host.cluster, remote, refs) & sh("rm", "-f", remote), timeout=1800,
                            display=f"import {', '.join(refs)}")
         still = await self._missing(host)
         if still:
