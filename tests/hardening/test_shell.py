@@ -109,3 +109,23 @@ def test_templates_must_name_every_value_and_values_must_be_words() -> None:
 
 def test_user_command_lines_stay_shell() -> None:
     assert run(user_shell("echo a | tr a b")).stdout == "b\n"
+
+
+@pytest.mark.parametrize("build", [
+    lambda: sh("env", "X=1", "etcdctl", "member", "remove", "1", readonly=True),
+    lambda: shell("crictl ps -q | xargs -r rm -rf", readonly=True),
+    lambda: sh("timeout", "3", "/bin/bash", "-c", "rm -rf /x", readonly=True),
+    lambda: sh("rpm", "-e", "curl", readonly=True),
+    lambda: shell("awk 'BEGIN {{system(\"touch /x\")}}'", readonly=True),
+    lambda: shell("awk '{{print > \"/x\"}}' /etc/passwd", readonly=True),
+    lambda: sh("bash", "/some/script.sh", readonly=True),
+])
+def test_wrapped_and_embedded_programs_are_checked_too(build: object) -> None:
+    with pytest.raises(UnsafeCommand):
+        build()  # type: ignore[operator]
+
+
+def test_inline_scripts_that_only_read_are_read_only() -> None:
+    assert sh("timeout", "3", "bash", "-c", ": </dev/tcp/10.0.0.1/22", readonly=True).readonly
+    assert shell("rpm -q --quiet --whatprovides {p}", p="curl", readonly=True).readonly
+    assert shell("awk '{{print $2}}' /proc/mounts", readonly=True).readonly

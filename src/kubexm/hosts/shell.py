@@ -367,6 +367,11 @@ def _verify_readonly(tokens: list[str]) -> None:
                 pass
             else:
                 name = tok.rsplit("/", 1)[-1]
+                if name in _SHELLS:
+                    _verify_nested_shell(name, _until_control(tokens[i + 1:]))
+                    at_command = False
+                    i += 1
+                    continue
                 if name not in _READ_PROGRAMS:
                     raise UnsafeCommand(f"{name!r} is not a known read-only program")
                 at_command = False
@@ -399,7 +404,45 @@ def _subcommand(program: str, args: list[str]) -> str:
     return ""
 
 
+_SHELLS = {"sh", "bash", "dash"}
+# Programs that run another program: that program and its arguments must be read-only too.
+_WRAPPERS = {"env", "xargs", "timeout", "nice", "nohup"}
+_AWK_WRITES = re.compile(r"system\s*\(|\|\s*getline|print[f]?[^;}]*(>|\|)")
+
+
+def _verify_nested_shell(name: str, args: list[str]) -> None:
+    """``sh -c SCRIPT`` is read-only when SCRIPT is (a literal in the template, checked the same way)."""
+    if len(args) < 2 or args[0] != "-c":
+        raise UnsafeCommand(f"'{name}' may only run an inline script (-c) in a read-only command")
+    _verify_readonly_template(args[1].replace("{", "{{").replace("}", "}}"))
+
+
+def _verify_wrapped(program: str, args: list[str]) -> None:
+    rest = list(args)
+    while rest and (rest[0].startswith("-") or (program == "env" and "=" in rest[0])):
+        rest.pop(0)
+    if program == "timeout" and rest:
+        rest.pop(0)  # the duration
+    if not rest:
+        return
+    name = rest[0].rsplit("/", 1)[-1]
+    if name in _SHELLS:
+        _verify_nested_shell(name, rest[1:])
+        return
+    if name not in _READ_PROGRAMS:
+        raise UnsafeCommand(f"'{program} {name}': {name!r} is not a known read-only program")
+    _verify_arguments(name, rest[1:])
+
+
 def _verify_arguments(program: str, args: list[str]) -> None:
+    if program in _WRAPPERS:
+        _verify_wrapped(program, args)
+        return
+    if program == "awk" and any(_AWK_WRITES.search(a) for a in args):
+        raise UnsafeCommand("an awk program that runs commands or writes files is not read-only")
+    if program == "rpm" and any(a.startswith(("-e", "-i", "-U", "-F", "--erase", "--install", "--upgrade",
+                                             "--freshen", "--import", "--rebuilddb", "--set")) for a in args):
+        raise UnsafeCommand("rpm may only query in a read-only command")
     allowed = _READ_PROGRAMS[program]
     if allowed is not None:
         sub = _subcommand(program, args)
