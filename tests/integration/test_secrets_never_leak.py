@@ -110,9 +110,4 @@ def test_secrets_never_reach_files_logs_or_argv(sshd: SSHD, tmp_path: Path, kube
         for name, captures in (("run command", ps_run), ("create cluster --dry-run", ps_plan)):
             if any(value in capture for capture in captures):
                 hits.append(f"{label} in `ps -eo args` during {name}")
-    # spec/parse_cache.py (not this test's owner) keeps the parsed cluster file, secrets included, under
-    # cache/spec: a known leak until it stops caching secret values. Every other hit fails the test now.
-    cache = [h for h in hits if " in cache/spec/" in h]
-    assert [h for h in hits if h not in cache] == []
-    if cache:
-        pytest.xfail(f"parse cache keeps secrets: {cache}")
+    assert hits == []

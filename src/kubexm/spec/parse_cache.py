@@ -72,12 +72,29 @@ def _plain(value: Any) -> Any:
     raise TypeError(type(value).__name__)  # timestamps, tagged values: not cached
 
 
+def _holds_secret(value: Any) -> bool:
+    from kubexm.state.redact import secret_field_names
+
+    names = secret_field_names()
+
+    def walk(v: Any) -> bool:
+        if isinstance(v, dict):
+            return any(str(k).lower() in names or walk(x) for k, x in v.items())
+        if isinstance(v, list):
+            return any(walk(x) for x in v)
+        return False
+
+    return walk(value)
+
+
 def store(path: Path, data: Any) -> None:
     """Keep ``data`` (freshly parsed from the text of ``path``) for the next load; best effort."""
     try:
         plain = _plain(data)
     except TypeError:
         return
+    if _holds_secret(plain):
+        return  # a cluster file with passwords is parsed each time rather than kept on disk in plain text
     with contextlib.suppress(OSError):
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
