@@ -137,12 +137,12 @@ class KeptConnection(Connection):
             return
         reader, writer = stream
         try:
-            await keeper.write_frame(writer, {"op": "cancel"})
-            async with asyncio.timeout(CANCEL_WAIT):
-                while await reader.read(1 << 16):
-                    pass
-        except (OSError, TimeoutError):
-            pass  # the keeper is gone or stuck: the host's own timeout still ends the command
+            # A keeper that is gone or stuck is left alone: the host's own timeout still ends the command.
+            with contextlib.suppress(OSError, TimeoutError):
+                await keeper.write_frame(writer, {"op": "cancel"})
+                async with asyncio.timeout(CANCEL_WAIT):
+                    while await reader.read(1 << 16):
+                        continue  # drain until the keeper closes the stream
         finally:
             with contextlib.suppress(Exception):
                 writer.close()

@@ -50,11 +50,9 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 def url(address: str, port: int) -> str:
     """An https URL of an address: IPv6 literals in brackets, as etcd and its certificates expect."""
-    try:
-        if ipaddress.ip_address(address).version == 6:
-            return f"https://[{address}]:{port}"
-    except ValueError:
-        pass  # a host name
+    # A host name is not an IP literal: ":" never occurs in one, so only IPv6 literals get brackets.
+    if ":" in address and ipaddress.ip_address(address).version == 6:
+        return f"https://[{address}]:{port}"
     return f"https://{address}:{port}"
 
 
