@@ -69,8 +69,13 @@ class FakeEtcd:
         self.addresses = {h.name: h.internal_ip for h in c.spec.hosts}
         self.members = [self._member(n, i + 1) for i, n in enumerate(members or MEMBERS)]
         self.calls: list[tuple[str, list[str]]] = []
+        # A started member publishes its client URL only after this many more health polls (catching up).
+        self.publish_after = 0
+        self._starting: dict[str, int] = {}
+        self.answered: list[set[str]] = []
         for name in [*NAMES]:
             fleet[name].on(r"etcdctl", self.etcdctl)
+            fleet[name].on(r"systemctl start --no-block etcd$", self.start)
             fleet[name].on(r"^systemctl is-active -q etcd$", lambda h, m, s: (0, "", ""))
             # Systemd's check: no restart pending (the marker), then enabled and active (always, here).
             fleet[name].on(r"^test '!' -e " + re.escape(MARKER) + " && ",
@@ -80,11 +85,27 @@ class FakeEtcd:
         return {"ID": ident, "name": name, "peerURLs": [url(self.addresses[name], 2380)],
                 "clientURLs": [url(self.addresses[name], 2379)]}
 
+    def start(self, host: MemoryHost, m: re.Match[str], stdin: bytes | None) -> tuple[int, str, str]:
+        self._starting[host.name] = self.publish_after
+        return 0, "", ""
+
+    def _catch_up(self) -> None:
+        for name, left in list(self._starting.items()):
+            if left > 0:
+                self._starting[name] = left - 1
+                continue
+            del self._starting[name]
+            for mb in self.members:
+                if mb["peerURLs"] == [url(self.addresses[name], 2380)]:
+                    mb.update(name=name, clientURLs=[url(self.addresses[name], 2379)])
+
     def etcdctl(self, host: MemoryHost, m: re.Match[str], stdin: bytes | None) -> tuple[int, str, str]:
         args = etcdctl_args(m.string)
         self.calls.append((host.name, args))
         if args[:2] == ["endpoint", "health"]:
             if "--cluster" in args:
+                self._catch_up()
+                self.answered.append({mb["name"] for mb in self.members if mb["clientURLs"]})
                 return 0, json.dumps([{"endpoint": c, "health": True} for mb in self.members
                                       for c in mb["clientURLs"]]), ""
             return 0, "https://127.0.0.1:2379 is healthy\n", ""
@@ -305,6 +326,21 @@ def test_join_sets_the_old_data_dir_aside_as_one_argument(name: str, tmp_path: P
     bootstrap = fleet["master3"].files[BOOTSTRAP_FILE].decode()
     assert "\nETCD_INITIAL_CLUSTER_STATE=existing\n" in bootstrap
     assert ",master3=https://192.168.0.13:2380\n" in bootstrap
+
+
+def test_join_waits_until_the_new_member_itself_answers(tmp_path: Path) -> None:
+    # `endpoint health --cluster` lists only members that published client URLs: right after the start the
+    # two old members answer healthy while the new one is still catching up. The join must not end there.
+    c = cluster(str(tmp_path / "data"))
+    cluster_pki(c).ensure(etcd_specs(c))
+    fleet = MemoryFleet(NAMES)
+    etcd = FakeEtcd(fleet, c, members=["master1", "master2"])
+    etcd.publish_after = 2
+    fleet["master3"].handlers.insert(0, (re.compile(r"^systemctl is-active -q etcd$"), lambda h, m, s: (3, "", "")))
+    report = execute(c, [Task("Join", steps=[JoinEtcdCluster()], hosts=role("etcd"))], fleet, nodes=["master3"])
+    assert report.ok, failures(report)
+    assert etcd.answered[-1] == {"master1", "master2", "master3"}
+    assert [a for a in etcd.answered if "master3" not in a], "the test must see the window it is about"
 
 
 @pytest.mark.parametrize("data, problem", [

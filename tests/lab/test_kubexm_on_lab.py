@@ -43,6 +43,17 @@ def test_create_cluster_runs_everything_before_kubeadm_then_names_the_missing_bi
     assert lab.ssh("node1", "ls /usr/local/bin/kube* /etc/systemd/system/kubelet.service 2>/dev/null; true") == ""
 
 
+def test_dry_run_after_create_completes_with_a_plan(lab: RunningLab) -> None:
+    # Everything this machine can run now exists on the nodes (the test above): a connected dry run of the
+    # whole pipeline, Kubernetes and addons included, must still end as a plan, never as a failure.
+    res = kubexm("create", "cluster", "-f", str(lab.cluster_file), "--dry-run", timeout=600)
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out[-4000:]
+    assert "Traceback" not in out and "internal error" not in out and "✗" not in out, out[-4000:]
+    for task in ("InstallEtcdCluster", "InstallContainerd", "BootstrapFirstMaster", "InstallCNI"):
+        assert task in out, task
+
+
 def test_large_upload_skips_on_second_run(lab: RunningLab, tmp_path: Path) -> None:
     blob = tmp_path / "blob.bin"
     blob.write_bytes(os.urandom(50 * 1024 * 1024))

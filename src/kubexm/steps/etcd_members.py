@@ -75,6 +75,9 @@ async def reconfigure(peer: HostContext, *args: str, timeout: float = 60.0) -> N
 
 
 async def wait_all_healthy(peer: HostContext, timeout: float = 120.0) -> None:
+    """Every member in the member list answers healthy. `endpoint health --cluster` asks only members that
+    published client URLs, and a member just added publishes them only once it has started and caught up:
+    all answering endpoints being healthy is not enough, their number must match the member list."""
     deadline = time.monotonic() + timeout
     last = ""
     while time.monotonic() < deadline:
@@ -83,9 +86,10 @@ async def wait_all_healthy(peer: HostContext, timeout: float = 120.0) -> None:
         if res.ok:
             try:
                 health = json.loads(res.stdout)
-                if health and all(e.get("health") for e in health):
+                want = len(await member_list(peer))
+                if health and all(e.get("health") for e in health) and len(health) >= want:
                     return
-                last = str(health)
+                last = str(health) if len(health) >= want else f"{len(health)} of {want} members answer"
             except ValueError:
                 last = res.stdout[:200]
         else:
