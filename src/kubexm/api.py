@@ -78,6 +78,31 @@ def resolve_cluster(file: Path | None = None, context: str | None = None, overri
     return cluster
 
 
+def applied_version(name: str) -> str | None:
+    """The Kubernetes version of the spec last applied to cluster ``name``, as the state store keeps it
+    (``create cluster`` and a successful ``upgrade cluster`` record it), or None when the store has no
+    record. Only reads: a missing state database is not created."""
+    from kubexm import paths
+
+    if not paths.state_db().is_file():
+        return None
+    store = Store()
+    try:
+        row = store.get_cluster(name)
+    finally:
+        store.close()
+    if row is None:
+        return None
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import YAMLError
+
+    try:
+        version = YAML(typ="safe").load(row.spec_yaml)["spec"]["kubernetes"]["version"]
+    except (YAMLError, KeyError, TypeError):
+        return None
+    return version if isinstance(version, str) else None
+
+
 def _user() -> str:
     try:
         return getpass.getuser()
@@ -152,8 +177,12 @@ def _hosts(cluster: Cluster, options: RunOptions) -> list[str]:
 
 def execute(cluster: Cluster, items: Sequence[tuple[Module | None, Task]], options: RunOptions, *,
             name: str, command_line: str, listeners: Sequence[Listener] = (), source: Path | None = None,
-            factory: ConnectionFactory | None = None, save_status: bool = False) -> Outcome:
-    """Run tasks on a cluster with lock, run history and audit entries (offline plans touch nothing)."""
+            factory: ConnectionFactory | None = None, save_status: bool = False, remember: bool = False) -> Outcome:
+    """Run tasks on a cluster with lock, run history and audit entries (offline plans touch nothing).
+
+    ``save_status``: store the spec and the run's status, and make the cluster the current context when it
+    succeeded (``create cluster``). ``remember``: store the spec only when the run succeeded, as the one now
+    applied (``upgrade cluster``: the next upgrade's skew is judged from it)."""
     command_line = redact_command_line(command_line)  # whatever the caller did: history and audit get no secret
     if not options.offline and (missing := redacted_secrets(cluster)):
         raise StateError(f"cluster {cluster.name}: the placeholder <redacted> stands where a secret belongs "
@@ -188,10 +217,10 @@ def execute(cluster: Cluster, items: Sequence[tuple[Module | None, Task]], optio
             with signals.held():
                 if audit and started:
                     audit.complete(started, status, {"summary": report.summary(), "stopped_at": report.stopped_at})
-                if save_status and not options.dry_run:
+                if (save_status or (remember and report.ok)) and not options.dry_run:
                     store.save_cluster(cluster.name, dump_cluster(cluster, secrets=False), status,
                                        str(source.resolve()) if source else None)
-                    if report.ok:
+                    if save_status and report.ok:
                         store.use_context(cluster.name)
             return Outcome(report, run.shared)
     finally:
@@ -232,8 +261,10 @@ def run_task(cluster: Cluster, task_name: str, options: RunOptions, *, listeners
 
 
 def run_pipeline(cluster: Cluster, pipeline_name: str, options: RunOptions, *, command_line: str,
-                 listeners: Sequence[Listener] = (), factory: ConnectionFactory | None = None) -> Outcome:
-    """Run a registered pipeline (backup, restore, certs ...) with lock, history and audit."""
+                 listeners: Sequence[Listener] = (), factory: ConnectionFactory | None = None,
+                 remember: bool = False, source: Path | None = None) -> Outcome:
+    """Run a registered pipeline (backup, restore, certs ...) with lock, history and audit; ``remember``
+    and ``source`` as in :func:`execute`."""
     pipeline = get_registry().pipeline(pipeline_name)
     return execute(cluster, pipeline.plan(cluster, options.tags, options.skip_tags), options, name=pipeline.name,
-                   command_line=command_line, listeners=listeners, factory=factory)
+                   command_line=command_line, listeners=listeners, factory=factory, remember=remember, source=source)

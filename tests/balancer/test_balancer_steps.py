@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import shlex
+from pathlib import Path
 
 import pytest
 from support.memory import MemoryFleet, MemoryHost
@@ -120,3 +121,60 @@ def test_addresses_that_are_not_ips_are_refused_in_keepalived_conf() -> None:
     c.spec.hosts[1].internal_address = "10.0.0.12 }\n"
     with pytest.raises(StepFailed, match="is not an IP address"):
         keepalived_conf(c, "master1", "eth0")
+
+
+def test_a_dry_run_asks_a_configured_haproxy_whether_it_serves() -> None:
+    fleet = MemoryFleet(HOSTS)
+    assert run_module(cluster(), fleet).ok  # type: ignore[attr-defined]
+    for name in HOSTS:
+        fleet[name].commands.clear()
+    # Configured already (same config, unit enabled and active): the plan asks the live haproxy, read-only.
+    report = run_module(cluster(), fleet, dry_run=True)
+    assert report.ok, [(f.host, f.step, f.message) for f in report.failures]  # type: ignore[attr-defined]
+    statuses = {(r.host, r.step): r.status for r in report.records}  # type: ignore[attr-defined]
+    assert statuses[("master1", "WaitHaproxyServing")] == "ok"
+    assert any("/dev/tcp/127.0.0.1/$1" in c for c in fleet["master1"].commands)
+    # A config the run would still rewrite: nothing to ask yet.
+    fleet["master2"].files[HAPROXY_CFG] += b"# drift\n"
+    report = run_module(cluster(), fleet, dry_run=True)
+    statuses = {(r.host, r.step): r.status for r in report.records}  # type: ignore[attr-defined]
+    assert statuses[("master2", "WaitHaproxyServing")] == "not-applicable"
+    assert statuses[("master1", "WaitHaproxyServing")] == "ok"
+
+
+def test_a_configured_haproxy_that_does_not_answer_fails_the_plan() -> None:
+    from kubexm.engine import Module, Task, role
+    from kubexm.steps.balancer import WaitHaproxyServing
+
+    fleet = MemoryFleet(HOSTS)
+    c = cluster()
+    assert run_module(c, fleet).ok  # type: ignore[attr-defined]
+    fleet["master3"].on(r"/dev/tcp/127\.0\.0\.1/\$1", lambda h, m, s: (1, "", "Connection refused"))
+    opts = RunOptions(dry_run=True)
+    run = RunContext(c, opts, bus=EventBus([lambda e: None]), pool=ConnectionPool(c, opts.connect, factory=fleet.factory))
+    task = Task("Wait", [WaitHaproxyServing(timeout=0)], hosts=role("control-plane"))
+    report = asyncio.run(Executor(run).run_tasks([(Module("M", [task]), task)]))
+    assert [(f.host, f.step) for f in report.failures] == [("master3", "WaitHaproxyServing")]
+    assert "does not serve" in report.failures[0].message
+
+
+@pytest.mark.parametrize("shell_name", ["bash", "dash"])
+def test_the_haproxy_probe_answers_from_a_real_listener(shell_name: str, tmp_path: Path) -> None:
+    import socket
+    import subprocess
+
+    from kubexm.steps.balancer import haproxy_answers
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        port = listener.getsockname()[1]
+        probe = haproxy_answers(port)
+        assert probe.readonly
+        # sudo runs commands with sh -c: dash runs the outer command, bash only the literal probe script.
+        assert subprocess.run([shell_name, "-c", probe.text], cwd=tmp_path, check=False, timeout=10).returncode == 0
+    assert subprocess.run([shell_name, "-c", probe.text], cwd=tmp_path, check=False, timeout=10).returncode != 0
+    # A value is a positional parameter of the script, so even text meant as shell stays inert.
+    hostile = haproxy_answers("1;touch pwned")  # type: ignore[arg-type]
+    subprocess.run([shell_name, "-c", hostile.text], cwd=tmp_path, check=False, timeout=10)
+    assert list(tmp_path.iterdir()) == []

@@ -12,6 +12,7 @@ from support.memory import MemoryFleet
 
 import kubexm.hosts.pool as pool_module
 from kubexm.cli.main import run_cli
+from kubexm.spec.models import DEFAULT_K8S_VERSION
 from kubexm.spec.sample import sample_config
 
 
@@ -273,3 +274,64 @@ def test_unknown_tags_are_refused_before_anything_runs(capsys: pytest.CaptureFix
                          "--tags", "InstallEtcdCluster,preflight")
     assert code == 0, err
     assert "InstallEtcdCluster" in out and "PrepareNodesOS" not in out
+
+
+def _next_minor() -> str:
+    major, minor = DEFAULT_K8S_VERSION.lstrip("v").split(".")[:2]
+    return f"v{major}.{int(minor) + 1}.3"
+
+
+def test_a_run_that_remembers_stores_the_spec_only_when_it_succeeded(cluster_file: Path, fleet: MemoryFleet,
+                                                                      kubexm_home: Path) -> None:
+    """What `upgrade cluster` relies on: the next upgrade's skew is judged from the version stored here."""
+    from kubexm import api
+    from kubexm.cli.common import run_options
+    from kubexm.pipelines.adhoc import RUN_COMMAND
+    from kubexm.spec.loader import load_cluster
+
+    upgraded = load_cluster(cluster_file)
+    assert api.applied_version("demo") is None and not (kubexm_home / "state.db").exists()
+    upgraded.spec.kubernetes.version = _next_minor()
+
+    def run(command: str, dry_run: bool = False) -> bool:
+        options = run_options(dry_run=dry_run)
+        options.extra["command"] = command
+        return api.execute(upgraded, RUN_COMMAND.plan(upgraded), options, name="UpgradeClusterPipeline",
+                           command_line="kubexm upgrade cluster", remember=True, source=cluster_file,
+                           factory=fleet.factory).ok
+
+    assert not run("exit 7")
+    assert api.applied_version("demo") is None
+    assert run("uname -r", dry_run=True)
+    assert api.applied_version("demo") is None
+    assert run("uname -r")
+    assert api.applied_version("demo") == _next_minor()
+    from kubexm.state.store import Store
+
+    store = Store()
+    try:  # the row names its cluster file (`-c demo` reads the secrets there); no context switch, unlike create
+        row = store.get_cluster("demo")
+        assert row is not None and row.source == str(cluster_file.resolve())
+        assert store.current_context() is None
+    finally:
+        store.close()
+
+
+def test_upgrade_passes_the_running_version_and_remembers_the_new_one(capsys: pytest.CaptureFixture[str],
+                                                                       cluster_file: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    import kubexm.api as api
+
+    seen: list[tuple[Any, dict[str, Any]]] = []
+
+    def capture(cluster: Any, items: Any, options: Any, **kwargs: Any) -> Any:
+        seen.append((options, kwargs))
+        raise _Captured
+
+    monkeypatch.setattr(api, "execute", capture)
+    for flags, remembered in (([], True), (["--control-plane-only"], True), (["--workers-only"], False)):
+        seen.clear()
+        cli(capsys, "upgrade", "cluster", "-f", str(cluster_file), "--to-version", _next_minor(), "-y", *flags)
+        ((options, kwargs),) = seen
+        assert options.extra["from_version"] == DEFAULT_K8S_VERSION  # the sample's
+        assert kwargs["remember"] is remembered and kwargs["source"] == cluster_file

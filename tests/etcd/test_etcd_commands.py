@@ -22,7 +22,18 @@ from typing import Any
 import pytest
 from support.memory import MemoryFleet, MemoryHost
 
-from kubexm.engine import EventBus, Executor, Pipeline, RunContext, RunOptions, RunReport, Task, deploy_machine, role
+from kubexm.engine import (
+    SERIAL,
+    EventBus,
+    Executor,
+    Pipeline,
+    RunContext,
+    RunOptions,
+    RunReport,
+    Task,
+    deploy_machine,
+    role,
+)
 from kubexm.engine.task import Module
 from kubexm.hosts.pool import ConnectionPool
 from kubexm.pki.layout import etcd_specs
@@ -31,6 +42,7 @@ from kubexm.spec.models import Cluster
 from kubexm.spec.sample import sample_config
 from kubexm.steps.binaries import InstallBinaries
 from kubexm.steps.certs import CollectCerts, RestartEtcdIfChanged
+from kubexm.steps.common import Systemd
 from kubexm.steps.etcd import (
     BIN,
     BOOTSTRAP_FILE,
@@ -519,3 +531,128 @@ def test_a_restart_left_pending_by_a_failed_run_is_made_by_the_next_run() -> Non
     assert RESTART in fleet["master2"].commands
     assert not any(RESTART in fleet[n].commands for n in ("master1", "master3"))
     assert MARKER not in fleet["master2"].files
+
+
+# -- first start of a new cluster: members wait for each other's quorum ------------------------------------
+class QuorumEtcd:
+    """etcd of a new cluster under systemd (Type=notify): a member is ready only once a quorum of members
+    runs, so a start that waits for readiness (systemctl without --no-block) fails when the member is the
+    first one up; a queued start (--no-block) returns at once. Health: every member is up."""
+
+    def __init__(self, fleet: MemoryFleet) -> None:
+        self.started: set[str] = set()
+        self.blocking_starts = 0
+        for name in MEMBERS:
+            fleet[name].on(r"systemctl (?:start|restart)( --no-block)? -- etcd$", self.start)
+            fleet[name].on(r"etcdctl .*endpoint health --cluster", self.health)
+            fleet[name].on(r"^mkdir -p -- /var/lib/kubexm/restart-pending && touch -- " + re.escape(MARKER) + "$",
+                           self.mark)
+            fleet[name].on(r"^rm -f -- " + re.escape(MARKER) + "$", self.unmark)
+
+    @staticmethod
+    def mark(host: MemoryHost, m: re.Match[str], stdin: bytes | None) -> tuple[int, str, str]:
+        host.files[MARKER] = b""
+        return 0, "", ""
+
+    @staticmethod
+    def unmark(host: MemoryHost, m: re.Match[str], stdin: bytes | None) -> tuple[int, str, str]:
+        host.files.pop(MARKER, None)
+        return 0, "", ""
+
+    def start(self, host: MemoryHost, m: re.Match[str], stdin: bytes | None) -> tuple[int, str, str]:
+        if not m.group(1):
+            self.blocking_starts += 1
+            if len(self.started | {host.name}) <= len(MEMBERS) // 2:
+                return 1, "", "Job for etcd.service failed because a timeout was exceeded."
+        self.started.add(host.name)
+        return 0, "", ""
+
+    def health(self, host: MemoryHost, m: re.Match[str], stdin: bytes | None) -> tuple[int, str, str]:
+        if self.started != set(MEMBERS):
+            return 1, "", "context deadline exceeded"
+        return 0, json.dumps([{"endpoint": url(f"192.168.0.1{i + 1}", 2379), "health": True}
+                              for i in range(len(MEMBERS))]), ""
+
+
+def test_members_of_a_new_cluster_start_without_waiting_for_each_other() -> None:
+    c = cluster()
+    cluster_pki(c).ensure(etcd_specs(c))
+    fleet = MemoryFleet(NAMES)
+    quorum = QuorumEtcd(fleet)
+    FakeEtcd(fleet, c)
+    one_at_a_time = Task("Install", steps=no_binaries, hosts=role("etcd"), strategy=SERIAL,
+                         then=[WaitEtcdHealthy(timeout=5)])
+    report = execute(c, [one_at_a_time], fleet)
+    assert report.ok, failures(report)
+    assert quorum.started == set(MEMBERS) and quorum.blocking_starts == 0
+    assert all(RESTART in fleet[n].commands for n in MEMBERS)
+    # The queued start is confirmed by the health wait, which then clears every pending-restart marker.
+    assert all(f"rm -f -- {MARKER}" in fleet[n].commands and MARKER not in fleet[n].files for n in MEMBERS)
+
+
+def test_without_no_block_the_first_member_of_a_new_cluster_would_fail() -> None:
+    # The counter-check of the test above: the fake does model the quorum wait.
+    c = cluster()
+    cluster_pki(c).ensure(etcd_specs(c))
+    fleet = MemoryFleet(NAMES)
+    quorum = QuorumEtcd(fleet)
+    FakeEtcd(fleet, c)
+
+    def blocking(host: Any) -> list[Any]:
+        return [EtcdService(no_block=False) if isinstance(s, EtcdService) else s for s in no_binaries(host)]
+
+    report = execute(c, [Task("Install", steps=blocking, hosts=role("etcd"), strategy=SERIAL)], fleet)
+    assert not report.ok and quorum.blocking_starts == 1
+    assert "timeout was exceeded" in report.failures[0].message
+
+
+def test_no_block_queues_the_start_and_leaves_the_marker_to_the_health_check() -> None:
+    fleet = MemoryFleet(["master1"])
+    c = cluster()
+    options = RunOptions()
+    ctx = RunContext(c, options, bus=EventBus([lambda e: None]),
+                     pool=ConnectionPool(c, options.connect, factory=fleet.factory))
+    host = ctx.host("master1")
+    host.vars["changed_files"] = {"/etc/demo.conf"}
+    asyncio.run(Systemd("demo", restart_on=("/etc/demo.conf",), no_block=True).run(host))
+    sent = fleet["master1"].commands
+    assert "systemctl daemon-reload && systemctl enable -- demo && systemctl restart --no-block -- demo" in sent
+    assert not any("is-active" in cmd for cmd in sent)  # nothing waits for the unit
+    assert not any(cmd.startswith("rm -f") for cmd in sent)  # the restart stays owed until confirmed
+    fleet["master1"].commands.clear()
+    asyncio.run(Systemd("demo", restart_on=("/etc/demo.conf",)).run(host))
+    assert "systemctl daemon-reload && systemctl enable -- demo && systemctl restart -- demo" in fleet["master1"].commands
+
+
+# -- hints name commands the user can paste -------------------------------------------------------------------
+def test_the_backup_hint_is_a_command_to_paste_for_this_cluster(tmp_path: Path) -> None:
+    c = cluster()
+    fleet = MemoryFleet(NAMES)
+    for name in MEMBERS:
+        fleet[name].on(r"etcdctl .*endpoint health", lambda h, m, s: (1, "", "connection refused"))
+    options = RunOptions(extra={"to_location": str(tmp_path / "backups")})
+    ctx = RunContext(c, options, bus=EventBus([lambda e: None]),
+                     pool=ConnectionPool(c, options.connect, factory=fleet.factory),
+                     command=shlex.join(["kubexm", "backup", "cluster", "--file=/srv/my cluster.yaml"]))
+    task = Task("Backup", [BackupEtcd()], hosts=deploy_machine())
+    report = asyncio.run(Executor(ctx).run_tasks([(Module("M", [task]), task)]))
+    (failure,) = report.failures
+    hint = failure.message[failure.message.index("`") + 1:failure.message.rindex("`")]
+    assert shlex.split(hint) == ["kubexm", "run", "command", "-f", "/srv/my cluster.yaml", "--nodes", "etcd", "--",
+                                 "systemctl", "status", "etcd"]
+
+
+@pytest.mark.parametrize(("command", "selector"), [
+    ("", ["-c", "prod"]),  # no command line known: the stored cluster by name
+    ("kubexm backup cluster -c prod", ["-c", "prod"]),
+    ("kubexm create cluster -f c.yaml --dry-run", ["-f", "c.yaml"]),
+    ("kubexm create cluster -fc.yaml", ["-f", "c.yaml"]),
+    ("kubexm run command -c prod -- grep -f patterns x", ["-c", "prod"]),  # the user's own -f is not kubexm's
+])
+def test_hint_commands_name_the_cluster_as_the_run_did(command: str, selector: list[str]) -> None:
+    from kubexm.steps.common import kubexm_command
+
+    c = cluster()
+    ctx = RunContext(c, RunOptions(), bus=EventBus([lambda e: None]), command=command)
+    hint = kubexm_command(ctx.host("master1"), "delete", "nodes", "--nodes", "master1")
+    assert shlex.split(hint) == ["kubexm", "delete", "nodes", *selector, "--nodes", "master1"]

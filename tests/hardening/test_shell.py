@@ -129,3 +129,20 @@ def test_inline_scripts_that_only_read_are_read_only() -> None:
     assert sh("timeout", "3", "bash", "-c", ": </dev/tcp/10.0.0.1/22", readonly=True).readonly
     assert shell("rpm -q --quiet --whatprovides {p}", p="curl", readonly=True).readonly
     assert shell("awk '{{print $2}}' /proc/mounts", readonly=True).readonly
+
+
+@pytest.mark.parametrize("text", [
+    "timeout 3 bash -c '{ printf x >&0; head -n1; } <\"/dev/tcp/127.0.0.1/$1\"' p 6443",  # a socket written to
+    "cat </dev/tcp/192.0.2.1/80",  # a socket opened for a program that could talk through it
+    "echo x &>/tmp/written",  # bash's both-streams redirection
+    "echo x >&3",  # a descriptor that may be a socket or a file opened elsewhere
+])
+def test_read_only_refuses_sockets_and_descriptor_tricks(text: str) -> None:
+    with pytest.raises(UnsafeCommand):
+        script(text, readonly=True)
+
+
+def test_read_only_allows_a_connect_probe_and_standard_descriptors() -> None:
+    for text in ("timeout 3 bash -c ': <\"/dev/tcp/$1/$2\"' probe 192.0.2.1 22", "cat /etc/hostname 2>&1",
+                 "ls /etc >/dev/null 2>&1"):
+        assert script(text, readonly=True).readonly

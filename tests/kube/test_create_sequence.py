@@ -12,13 +12,16 @@ import pytest
 from ruamel.yaml import YAML
 from support.memory import MemoryFleet
 
+from kube.join_probe import PROBE, node_answers
 from kubexm.assets import LocalSource
 from kubexm.engine import EventBus, Executor, RunContext, RunOptions
 from kubexm.hosts.pool import ConnectionPool
 from kubexm.kube.kubeadm import INIT_CONFIG, JOIN_CONFIG
 from kubexm.modules.kubernetes import KubernetesModule
 from kubexm.spec.loader import parse_cluster
+from kubexm.spec.models import Cluster
 from kubexm.spec.sample import sample_config
+from kubexm.steps.kubernetes import join_leaves
 
 NAMES = ["master1", "master2", "master3", "worker1", "worker2"]
 
@@ -41,7 +44,7 @@ def source(tmp_path: Path) -> Path:
 class FakeControlPlane:
     """Answers like a cluster that comes up once `kubeadm init` ran; records every kubeadm command."""
 
-    def __init__(self, fleet: MemoryFleet) -> None:
+    def __init__(self, fleet: MemoryFleet, cluster: Cluster) -> None:
         self.log: list[tuple[str, str]] = []
         self.tokens: list[bytes] = []
         self.up = False
@@ -51,9 +54,12 @@ class FakeControlPlane:
             h.on(r"^test -f /etc/kubernetes/admin.conf && kubectl", self.readyz)
             h.on(r"get pods -n kube-system -l tier=control-plane -o json", self.pods)
             h.on(r"get nodes -o json", lambda h, m, s: (0, '{"items": []}', ""))
-            h.on(r"^test -f /etc/kubernetes/kubelet.conf", lambda h, m, s: (
-                0 if any(c.startswith("kubeadm join") or c.startswith("kubeadm init") for c in h.commands)
-                else 1, "", ""))
+            # A node that ran kubeadm init or join holds everything a join leaves, and kubelet runs.
+            h.on(PROBE, node_answers(lambda h: join_leaves(cluster, True) if self.joined(h) else (), self.joined))
+
+    @staticmethod
+    def joined(h: Any) -> bool:
+        return any(c.startswith(("kubeadm join", "kubeadm init")) for c in h.commands)
 
     def kubeadm(self, h: Any, m: re.Match[str], s: bytes | None) -> tuple[int, str, str]:
         self.log.append((h.name, m.string))
@@ -81,7 +87,7 @@ def test_init_then_control_planes_one_by_one_then_workers(tmp_path: Path, monkey
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "kubeconfig"))
     c = parse_cluster(sample_config("seq", with_ha=True) + f"  assets: {{localSource: {source(tmp_path)}}}\n")
     fleet = MemoryFleet(NAMES)
-    fake = FakeControlPlane(fleet)
+    fake = FakeControlPlane(fleet, c)
     for name in NAMES:
         fleet[name].delay = 0.001
     options = RunOptions()
@@ -113,6 +119,15 @@ def test_init_then_control_planes_one_by_one_then_workers(tmp_path: Path, monkey
     kubeconfig = YAML(typ="safe").load((tmp_path / "kubeconfig").read_text())
     assert kubeconfig["contexts"][0]["name"] == "kubexm-seq"
     assert kubeconfig["clusters"][0]["cluster"]["server"] == "https://lb.kubexm.local:8443"
+    # A second run finds every node joined: no kubeadm init or join again.
+    joins = len(fake.log)
+    run = RunContext(c, options, bus=EventBus([lambda e: None]),
+                     pool=ConnectionPool(c, options.connect, factory=fleet.factory))
+    report = asyncio.run(Executor(run).run_tasks(tasks))
+    assert report.ok, [(f.host, f.step, f.message) for f in report.failures]
+    assert {(r.host, r.status) for r in report.records if r.step == "KubeadmJoin"} == {
+        (n, "ok") for n in NAMES[1:]}
+    assert [cmd for _, cmd in fake.log[joins:] if cmd.startswith(("kubeadm init", "kubeadm join"))] == []
 
 
 def test_offline_plan_of_an_ha_spec_lists_every_step_in_order(tmp_path: Path) -> None:

@@ -14,11 +14,12 @@ from support.memory import MemoryFleet
 from kubexm.assets import LocalSource
 from kubexm.engine import EventBus, Executor, RunContext, RunOptions
 from kubexm.hosts.pool import ConnectionPool
-from kubexm.pipelines.kubernetes_ops import DELETE_KUBE_NODES, UPGRADE_CLUSTER
+from kubexm.pipelines.nodes import DELETE_KUBE_NODES
+from kubexm.pipelines.upgrade import UPGRADE_CLUSTER
 from kubexm.spec.loader import parse_cluster
 from kubexm.spec.models import Cluster
 from kubexm.spec.sample import sample_config
-from kubexm.steps.kube_ops import skew_problem, upgrade_plan
+from kubexm.steps.upgrade import skew_problem, upgrade_plan
 
 KUBECTL = "kubectl --kubeconfig /etc/kubernetes/admin.conf"
 NAMES = ["master1", "master2", "master3", "worker1", "worker2"]

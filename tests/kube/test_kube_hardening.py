@@ -13,6 +13,7 @@ import pytest
 import yaml as pyyaml  # PyYAML reads YAML 1.1, as kubeadm, kubelet and kubectl (go-yaml) do
 from support.memory import MemoryFleet, assert_parses
 
+from kube.join_probe import PROBE, node_answers
 from kubexm.engine import EventBus, Executor, Module, RunContext, RunOptions, Task, deploy_machine, role
 from kubexm.errors import ConnectionFault
 from kubexm.hosts.pool import ConnectionPool
@@ -148,16 +149,55 @@ def test_helm_values_keep_strings_strings() -> None:
     assert values == {"a": "no", "b": True, "c": 3, "on": ["y", "~"]}
 
 
-def test_nftables_proxy_mode_follows_the_version() -> None:
-    from kubexm.errors import KubexmError
+def proxy_config_kube_proxy_reads(version: str, kubernetes: str) -> dict[str, Any]:
+    """The KubeProxyConfiguration of the `kubeadm init` file rendered from a cluster file with this version and
+    these lines in place of ``proxyMode: ipvs``, read back as go-yaml (YAML 1.1) reads it."""
+    text = sample_config("nft").replace("version: v1.33.7", f"version: {version}").replace(
+        "    proxyMode: ipvs\n", kubernetes)
+    c = parse_cluster(text)
+    docs = list(pyyaml.safe_load_all(init_config(c, c.host("master1"), new_token(), "192.168.0.10:6443")))
+    (proxy,) = [d for d in docs if d["kind"] == "KubeProxyConfiguration"]
+    return dict(proxy)
+
+
+@pytest.mark.parametrize(("version", "gates", "want"), [
+    # alpha in v1.29/v1.30: kube-proxy refuses mode nftables unless its own configuration enables the gate
+    # (the spec validation insists the cluster file names the gate for these versions)
+    ("v1.30.4", "{NFTablesProxyMode: true}", {"NFTablesProxyMode": True}),
+    ("v1.29.9", "{NFTablesProxyMode: true, SidecarContainers: true}",
+     {"NFTablesProxyMode": True, "SidecarContainers": True}),
+    # on by default from v1.31: no gate needed, the cluster's own gates still reach kube-proxy
+    ("v1.31.2", "", None),
+    ("v1.33.7", "{SidecarContainers: false}", {"SidecarContainers": False}),
+])
+def test_kube_proxy_gets_the_nftables_gate_where_its_version_needs_it(version: str, gates: str,
+                                                                     want: dict[str, bool] | None) -> None:
+    lines = "    proxyMode: nftables\n" + (f"    featureGates: {gates}\n" if gates else "")
+    proxy = proxy_config_kube_proxy_reads(version, lines)
+    assert proxy["mode"] == "nftables"
+    assert proxy.get("featureGates") == want
+    if want:
+        assert all(isinstance(v, bool) for v in proxy["featureGates"].values())  # booleans, not "true"
+
+
+def test_the_nftables_gate_is_on_even_when_only_the_builder_knows_it_is_needed() -> None:
     from kubexm.kube.kubeadm import kube_proxy_configuration
 
     c = cluster_with_worker_named("worker1")
     c.spec.kubernetes.proxy_mode = "nftables"
-    assert "featureGates" not in kube_proxy_configuration(c)
-    c.spec.kubernetes.version = "v1.30.4"
+    c.spec.kubernetes.version = "v1.30.4"  # set after validation: the spec names no gate
     assert kube_proxy_configuration(c)["featureGates"] == {"NFTablesProxyMode": True}
-    c.spec.kubernetes.version = "v1.28.9"
+
+
+def test_kube_proxy_without_nftables_mode_is_not_gated_and_old_versions_are_refused() -> None:
+    from kubexm.errors import KubexmError
+    from kubexm.kube.kubeadm import kube_proxy_configuration
+
+    c = cluster_with_worker_named("worker1")
+    c.spec.kubernetes.version = "v1.30.4"
+    assert "featureGates" not in kube_proxy_configuration(c)  # ipvs: nothing to enable
+    c.spec.kubernetes.proxy_mode = "nftables"
+    c.spec.kubernetes.version = "v1.28.9"  # past the spec's validation: the builder refuses on its own too
     with pytest.raises(KubexmError, match=r"nftables needs Kubernetes v1\.29"):
         kube_proxy_configuration(c)
 
@@ -173,7 +213,7 @@ def test_kubeadm_init_and_join_are_not_retried_after_a_transport_fault(tmp_path:
         raise ConnectionFault("worker1: connection reset")
 
     fleet["worker1"].on(r"^kubeadm join", dropped)
-    fleet["worker1"].on(r"^test -f /etc/kubernetes/kubelet.conf", lambda h, m, s: (1, "", ""))
+    fleet["worker1"].on(PROBE, node_answers(lambda h: (), lambda h: False))  # nothing of a join yet
     pki = Task("PKI", [EnsureKubernetesPKI()], hosts=deploy_machine())
     join = Task("Join", [KubeadmJoin()], hosts=role("worker"))
     module = Module("M", [pki, join])

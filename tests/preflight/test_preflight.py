@@ -45,8 +45,6 @@ def probe_handler(listen: str = "22", missing: tuple[str, ...] = (), unreachable
         for cmd in re.findall(r"command -v (\S+) >/dev/null 2>&1 && echo cmd_", script):
             lines.append(f"cmd_{cmd}={0 if cmd in missing else 1}")
         lines += [f"listen={listen}", "dns_self=1", "have_bash=1"]
-        if "reach_tested=0" in script:
-            lines.append("reach_tested=0")
         for peer, port in re.findall(r"printf '%s=%s\\n' reach_(\w+)_(\d+) ", script):
             lines.append(f"reach_{peer}_{port}={'timeout' if peer in unreachable else 'refused'}")
         import time
@@ -176,24 +174,40 @@ def test_real_checks_on_this_machine() -> None:
     assert rows[(host, "ssh")][0] == "pass"
 
 
-def test_dry_run_probe_only_reads_and_says_reachability_waits_for_the_run() -> None:
-    fleet = fleet_with()
+def test_a_dry_run_tests_peer_reachability_with_a_read_only_probe() -> None:
+    # While planning the engine refuses every command not declared (and verified) read-only: the probe,
+    # peer connections included, runs all the same, so a plan already shows a closed firewall.
+    fleet = fleet_with(w1={"probe": {"unreachable": ("cp1",)}})
     report, run, events = run_preflight(fleet, dry_run=True)
     assert report.ok, report.failures
     rows = table(events)
-    assert rows[("w1", "network")][0] == "warn" and "not in a dry run" in rows[("w1", "network")][1]
-    assert rows[("w1", "ports")][0] == "pass"
-    assert not any("/dev/tcp" in c for c in fleet["w1"].commands)
-    assert "preflight_failed" not in run.shared
+    assert rows[("w1", "network")][0] == "fail" and "cp1 10.0.0.1:6443 (timeout)" in rows[("w1", "network")][1]
+    assert rows[("w2", "network")][0] == "pass"
+    assert any("/dev/tcp" in c for c in fleet["w1"].commands)
+    assert run.shared["preflight_failed"]
+
+
+def peer_arguments(probe: str) -> list[tuple[str, str, str]]:
+    """(bash script, address, port) of each peer connection in a probe."""
+    return re.findall(r"bash -c '([^']*)' kubexm-probe (\S+) (\d+) ", probe)
 
 
 def test_real_run_probes_each_peer_port() -> None:
     fleet = fleet_with()
     run_preflight(fleet)
     (probe,) = [c for c in fleet["w2"].commands if "/dev/tcp" in c]
-    assert re.findall(r"bash -c '(: </dev/tcp/[\d.]+/\d+)'", probe) == [
-        ": </dev/tcp/10.0.0.1/2379", ": </dev/tcp/10.0.0.1/2380", ": </dev/tcp/10.0.0.1/6443",
-        ": </dev/tcp/10.0.0.2/10250"]
+    found = peer_arguments(probe)
+    assert [(addr, port) for _, addr, port in found] == [
+        ("10.0.0.1", "2379"), ("10.0.0.1", "2380"), ("10.0.0.1", "6443"), ("10.0.0.2", "10250")]
+    # One literal script for every peer: the values are its positional parameters, never its text.
+    assert {script for script, _, _ in found} == {': <"/dev/tcp/$1/$2"'}
+
+
+def test_the_peer_probe_is_declared_and_verified_read_only() -> None:
+    from kubexm.steps.preflight import peer_probe, probe_script
+
+    assert peer_probe("p", "10.0.0.1", 6443).readonly
+    assert probe_script([("p", "10.0.0.1", 6443), ("q", "fe80::1", 2379)]).readonly
 
 
 def test_the_probe_runs_in_sh_and_a_hostile_peer_address_stays_one_word(tmp_path: Path) -> None:

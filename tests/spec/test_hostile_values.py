@@ -186,6 +186,8 @@ spec:
     localSource: ~/kubexm-assets
     mirror: https://mirror.example.com/kubexm
     checksums: {etcd: {v3.5.99: {amd64: "%s"}}}
+  pki:
+    autoRenew: {onCalendar: weekly}
 """ % ("0" * 64)
 
 

@@ -16,10 +16,9 @@ from kubexm.cli.common import (
     LogFormat,
     LogFormatOpt,
     YesOpt,
-    confirm,
+    confirm_and_run,
     match_nodes,
     run_options,
-    run_pipeline,
 )
 
 app = typer.Typer(help="Add nodes to a cluster (workers, control planes, etcd members).", no_args_is_help=True)
@@ -55,7 +54,6 @@ def add_nodes(
     if missing:
         raise UsageError(f"{', '.join(missing)} not listed in spec.roleGroups.{role} of the cluster file",
                          hint=f"add them to roleGroups.{role} (and spec.hosts) first")
-    confirm(f"add {', '.join(names)} to {target.name} as {role} (this prepares and reconfigures them)", yes=yes,
-            dry_run=dry_run)
     pipeline = "AddNodesPipeline" if role == "etcd" else "AddKubernetesNodesPipeline"
-    run_pipeline(target, pipeline, options, log_format)
+    confirm_and_run(target, pipeline, f"add {', '.join(names)} to {target.name} as {role} (this prepares and "
+                    "reconfigures them)", options, yes=yes, log_format=log_format)

@@ -7,7 +7,6 @@ module (``kubexm.cli.<verb>``), so importing that one module registers the whole
 from __future__ import annotations
 
 import json
-import re
 import shlex
 import sys
 from collections.abc import Sequence
@@ -29,6 +28,7 @@ from kubexm.render import ConsoleView, JsonLog
 from kubexm.render.console import print_failures
 
 if TYPE_CHECKING:
+    from kubexm.engine import Pipeline
     from kubexm.spec.models import Cluster
 
 
@@ -157,18 +157,12 @@ def views(log_format: LogFormat) -> tuple[list[Listener], ConsoleView | None]:
     return [view], view
 
 
-_SECRET = re.compile(r"pass(word|phrase)?|secret|token|key", re.I)
-
-
 def command_line(argv: list[str] | None = None) -> str:
-    """The invocation for the run history and audit log, with secret-looking `-e key=value` values redacted."""
-    out = []
-    for arg in (sys.argv[1:] if argv is None else argv):
-        key, sep, _ = arg.partition("=")
-        if sep and _SECRET.search(key.rsplit(".", 1)[-1]):
-            arg = f"{key}=<redacted>"
-        out.append(shlex.quote(arg))
-    return " ".join(["kubexm", *out])
+    """The invocation for the run history, the audit log and the lock file, secrets redacted by the state
+    layer's own rule (``--set``/``-e`` settings of secret fields, any secret-looking ``key=value``)."""
+    from kubexm.state.redact import redact_argv
+
+    return shlex.join(["kubexm", *redact_argv(sys.argv[1:] if argv is None else list(argv))])
 
 
 def when(ts: float | None) -> str:
@@ -218,10 +212,13 @@ def finish(outcome: Outcome, view: ConsoleView | None, log_format: LogFormat) ->
     return 0 if report.ok else 1
 
 
-def run_pipeline(target: Cluster, pipeline: str, options: RunOptions, log_format: LogFormat) -> Outcome:
-    """Run a registered pipeline with the chosen view; exits non-zero when it failed."""
+def run_pipeline(target: Cluster, pipeline: str, options: RunOptions, log_format: LogFormat, *,
+                 remember: bool = False, source: Path | None = None) -> Outcome:
+    """Run a registered pipeline with the chosen view; exits non-zero when it failed. ``remember``: on
+    success the state store keeps ``target``'s spec as the one applied (see api.execute)."""
     listeners, view = views(log_format)
-    outcome = api.run_pipeline(target, pipeline, options, command_line=command_line(), listeners=listeners)
+    outcome = api.run_pipeline(target, pipeline, options, command_line=command_line(), listeners=listeners,
+                               remember=remember, source=source)
     exit_with(finish(outcome, view, log_format))
     return outcome
 
@@ -231,3 +228,43 @@ def execute(target: Cluster, name: str, items: Sequence[Any], options: RunOption
     listeners, view = views(log_format)
     outcome = api.execute(target, items, options, name=name, command_line=command_line(), listeners=listeners)
     exit_with(finish(outcome, view, log_format))
+
+
+def confirm_and_run(target: Cluster, pipeline: str | Pipeline, question: str, options: RunOptions, *, yes: bool,
+                    log_format: LogFormat, remember: bool = False, source: Path | None = None) -> None:
+    """The end of every command that changes hosts: ask ``question`` (see confirm; a dry run asks nothing),
+    then run ``pipeline``, a registered one by name or one the command built."""
+    confirm(question, yes=yes, dry_run=options.dry_run)
+    if isinstance(pipeline, str):
+        run_pipeline(target, pipeline, options, log_format, remember=remember, source=source)
+    else:
+        execute(target, pipeline.name, pipeline.plan(target, set(), set()), options, log_format)
+
+
+def checked(value: str, kind: Any, argument: str) -> str:
+    """A command-line value checked as the spec type ``kind`` (kubexm.spec.fields): what the cluster file
+    would refuse is refused here too, before anything else, in one line naming ``argument``."""
+    from pydantic import TypeAdapter, ValidationError
+
+    try:
+        return str(TypeAdapter(kind).validate_python(value))
+    except ValidationError as exc:
+        from kubexm.errors import UsageError
+
+        problem = str(exc.errors()[0]["msg"]).removeprefix("Value error, ")
+        raise UsageError(f"{argument}: {problem}") from None
+
+
+def node_command(app: typer.Typer, pipeline: str, doc: str) -> None:
+    """Add ``node NODES`` to ``app`` (``kubexm cordon node``, ``kubexm uncordon node``): run ``pipeline``,
+    a kubectl call on a control-plane node about the named nodes. Asks nothing: it is undone as easily."""
+
+    @app.command("node", help=doc)
+    def node(
+        nodes: Annotated[str, typer.Argument(help="node names or patterns, comma-separated")],
+        file: FileOpt = None, cluster: ContextOpt = None, log_format: LogFormatOpt = LogFormat.text,
+        accept_new_host_key: AcceptKeyOpt = None, command_timeout: CommandTimeoutOpt = None,
+    ) -> None:
+        target = api.resolve_cluster(file, cluster)
+        options = run_options(nodes=nodes, accept_keys=accept_new_host_key, command_timeout=command_timeout)
+        run_pipeline(target, pipeline, options, log_format)

@@ -2,32 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
 import typer
 
-from kubexm import api
-from kubexm.cli.common import (
-    AcceptKeyOpt,
-    CommandTimeoutOpt,
-    ContextOpt,
-    FileOpt,
-    LogFormat,
-    LogFormatOpt,
-    run_options,
-    run_pipeline,
-)
+from kubexm.cli.common import node_command
 
 app = typer.Typer(help="Mark nodes unschedulable.", no_args_is_help=True)
 
-
-@app.command("node")
-def cordon_node(
-    nodes: Annotated[str, typer.Argument(help="node names or patterns, comma-separated")],
-    file: FileOpt = None, cluster: ContextOpt = None, log_format: LogFormatOpt = LogFormat.text,
-    accept_new_host_key: AcceptKeyOpt = None, command_timeout: CommandTimeoutOpt = None,
-) -> None:
-    """kubectl cordon, run on a control-plane node (undone by `kubexm uncordon node`; no confirmation)."""
-    target = api.resolve_cluster(file, cluster)
-    options = run_options(nodes=nodes, accept_keys=accept_new_host_key, command_timeout=command_timeout)
-    run_pipeline(target, "CordonNodePipeline", options, log_format)
+node_command(app, "CordonNodePipeline",
+             "kubectl cordon, run on a control-plane node (undone by `kubexm uncordon node`; no confirmation).")

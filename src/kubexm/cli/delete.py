@@ -16,11 +16,10 @@ from kubexm.cli.common import (
     LogFormat,
     LogFormatOpt,
     YesOpt,
-    confirm,
-    execute,
+    checked,
+    confirm_and_run,
     match_nodes,
     run_options,
-    run_pipeline,
 )
 
 app = typer.Typer(help="Delete nodes, an addon, or the whole cluster.", no_args_is_help=True)
@@ -48,7 +47,6 @@ def delete_nodes(
     etcd members leave etcd too. Refuses the last control-plane node and the last etcd member."""
     target = api.resolve_cluster(file, cluster)
     names = match_nodes(target, nodes)
-    confirm(f"remove {', '.join(names)} from {target.name}", yes=yes, dry_run=dry_run)
     options = run_options(dry_run=dry_run, nodes=nodes, accept_keys=accept_new_host_key,
                           command_timeout=command_timeout)
     options.force = force
@@ -56,7 +54,8 @@ def delete_nodes(
                           "force_drain": force, "skip_cleanup": skip_cleanup})
     kube = {h.name for h in target.hosts_with_role("control-plane") + target.hosts_with_role("worker")}
     pipeline = "DeleteKubernetesNodesPipeline" if kube & set(names) else "DeleteNodesPipeline"
-    run_pipeline(target, pipeline, options, log_format)
+    confirm_and_run(target, pipeline, f"remove {', '.join(names)} from {target.name}", options, yes=yes,
+                    log_format=log_format)
 
 
 @app.command("cluster")
@@ -67,9 +66,9 @@ def delete_cluster(
 ) -> None:
     """Reset every node in parallel (kubeadm reset, etcd, balancers); etcd backups and kubexm's PKI are kept."""
     target = api.resolve_cluster(file, cluster)
-    confirm(f"delete cluster {target.name} from all {len(target.spec.hosts)} hosts", yes=yes, dry_run=dry_run)
     options = run_options(dry_run=dry_run, accept_keys=accept_new_host_key, command_timeout=command_timeout)
-    run_pipeline(target, "DeleteClusterPipeline", options, log_format)
+    confirm_and_run(target, "DeleteClusterPipeline", f"delete cluster {target.name} from all "
+                    f"{len(target.spec.hosts)} hosts", options, yes=yes, log_format=log_format)
 
 
 @app.command("addon")
@@ -81,13 +80,18 @@ def delete_addon(
     command_timeout: CommandTimeoutOpt = None,
 ) -> None:
     """Uninstall an addon kubexm installed: helm uninstall, or kubectl delete of the applied manifest."""
+    from kubexm.spec.fields import DnsLabel
+
+    # Both reach helm and kubectl on a node: refused here as the cluster file refuses them.
+    name = checked(name, DnsLabel, "NAME")
+    namespace = checked(namespace, DnsLabel, "--namespace")
     from kubexm.engine import Module, Pipeline, Task, first, role
     from kubexm.steps.addons import RemoveAddon
 
     target = api.resolve_cluster(file, cluster)
-    confirm(f"uninstall addon {name} from {target.name}", yes=yes, dry_run=dry_run)
     task = Task("RemoveAddon", [RemoveAddon(name, namespace)], hosts=first(role("control-plane")),
                 description=f"uninstall {name}")
     pipeline = Pipeline("DeleteAddonPipeline", [Module("Addons", [task])])
     options = run_options(dry_run=dry_run, accept_keys=accept_new_host_key, command_timeout=command_timeout)
-    execute(target, pipeline.name, pipeline.plan(target, set(), set()), options, log_format)
+    confirm_and_run(target, pipeline, f"uninstall addon {name} from {target.name}", options, yes=yes,
+                    log_format=log_format)

@@ -16,8 +16,7 @@ from kubexm.cli.common import (
     LogFormat,
     LogFormatOpt,
     YesOpt,
-    confirm,
-    execute,
+    confirm_and_run,
     run_options,
 )
 from kubexm.errors import UsageError
@@ -36,7 +35,7 @@ def restart_component(
 ) -> None:
     """Restart NAME on every node that runs it, one node at a time, waiting for health in between."""
     from kubexm.engine import SERIAL, Module, Pipeline, Task, role
-    from kubexm.steps.kube_ops import STATIC_PODS, UNITS, RestartComponent
+    from kubexm.steps.nodes import STATIC_PODS, UNITS, RestartComponent
 
     if name not in STATIC_PODS + UNITS:
         raise UsageError(f"unknown component {name!r}", hint="one of: " + ", ".join(STATIC_PODS + UNITS))
@@ -47,7 +46,7 @@ def restart_component(
     task = Task(f"Restart-{name}", [RestartComponent(name)], hosts=where, strategy=SERIAL,
                 description=f"restart {name} one node at a time, healthy before the next")
     pipeline = Pipeline("RestartComponentPipeline", [Module("RestartComponent", [task])])
-    confirm(f"restart {name} on {target.name}, one node at a time", yes=yes, dry_run=dry_run)
     options = run_options(dry_run=dry_run, nodes=nodes, accept_keys=accept_new_host_key,
                           command_timeout=command_timeout)
-    execute(target, pipeline.name, pipeline.plan(target, set(), set()), options, log_format)
+    confirm_and_run(target, pipeline, f"restart {name} on {target.name}, one node at a time", options, yes=yes,
+                    log_format=log_format)

@@ -16,9 +16,8 @@ from kubexm.cli.common import (
     LogFormat,
     LogFormatOpt,
     YesOpt,
-    confirm,
+    confirm_and_run,
     run_options,
-    run_pipeline,
 )
 
 app = typer.Typer(help="Restore a cluster from a kubexm backup.", no_args_is_help=True)
@@ -40,8 +39,8 @@ def restore_cluster(
     from kubexm.steps.etcd_backup import open_backup
 
     open_backup(from_file)  # refuse a bad archive before asking anything
-    confirm(f"replace all etcd data of cluster {target.name} with {from_file}", yes=yes)
     options = run_options(accept_keys=accept_new_host_key, command_timeout=command_timeout)
     options.force = force
     options.extra["from_file"] = str(from_file)
-    run_pipeline(target, "RestoreClusterPipeline", options, log_format)
+    confirm_and_run(target, "RestoreClusterPipeline", f"replace all etcd data of cluster {target.name} with "
+                    f"{from_file}", options, yes=yes, log_format=log_format)

@@ -16,9 +16,8 @@ from kubexm.cli.common import (
     LogFormat,
     LogFormatOpt,
     YesOpt,
-    confirm,
+    confirm_and_run,
     run_options,
-    run_pipeline,
 )
 from kubexm.errors import UsageError
 
@@ -53,12 +52,30 @@ def upgrade_cluster(
         version = Kubernetes.model_validate({"version": to_version}).version
     except ValidationError:
         raise UsageError(f"--to-version {to_version} is not a version", hint="write it like v1.34.3") from None
+    running = _running_version(target.name, target.spec.kubernetes.version, version)
+    if running:
+        from kubexm.steps.upgrade import skew_problem
+
+        problem = skew_problem(running, version)
+        if problem:  # refused before anything connects; a real run checks the API server's version again
+            raise UsageError(f"cannot upgrade {target.name}: {problem}")
     upgraded = target.model_copy(deep=True)
     upgraded.spec.kubernetes.version = version
     tags = "plan" if plan else ("control-plane" if control_plane_only else "worker" if workers_only else None)
     options = run_options(dry_run=dry_run or plan, offline=plan, tags=tags, accept_keys=accept_new_host_key,
                           command_timeout=command_timeout)
     options.extra.update({"node_concurrency": node_concurrency, "control_plane_only": control_plane_only,
-                          "workers_only": workers_only})
-    confirm(f"upgrade {target.name} to {upgraded.spec.kubernetes.version}", yes=yes, dry_run=dry_run or plan)
-    run_pipeline(upgraded, "UpgradeClusterPipeline", options, log_format)
+                          "workers_only": workers_only, "from_version": running})
+    # The store keeps the new version once the control planes run it (the whole upgrade, or its
+    # control-plane half), so the next upgrade's skew is judged from there.
+    confirm_and_run(upgraded, "UpgradeClusterPipeline", f"upgrade {target.name} to {version}", options, yes=yes,
+                    log_format=log_format, remember=not workers_only, source=file)
+
+
+def _running_version(name: str, in_file: str, target: str) -> str | None:
+    """The version the cluster runs, as far as this machine knows: the spec the state store recorded as last
+    applied; without a record, the cluster file's, unless it already names the target (then unknown)."""
+    stored = api.applied_version(name)
+    if stored:
+        return stored
+    return in_file if in_file != target else None

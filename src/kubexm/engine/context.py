@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextvars
 import hashlib
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -79,15 +80,18 @@ class HostContext:
 
         ``display`` replaces the command in errors and events when the command line
         itself holds something that must not be shown. ``command`` comes from ``kubexm.hosts.shell``:
-        a string is refused, so no value can reach a host without being quoted.
+        a string is refused, so no value can reach a host without being quoted. Without ``timeout`` the
+        command is limited by ``timeout_for``: "check" when it is read-only, "command" otherwise; work that
+        takes longer (installs, imports, kubeadm) passes ``timeout=host.timeout_for("long")`` or its own bound.
         """
         if not isinstance(command, Cmd):
             raise UnsafeCommand(f"{type(command).__name__} passed as a host command; build it with sh()/shell()")
         if PLANNING.get() and not command.readonly:
             raise PlanViolation(self.name, display or command.text)
         conn = await self.run_ctx.pool.get(self.name)
-        result = await conn.run(command.text, sudo=sudo, stdin=stdin,
-                                timeout=timeout or self.run_ctx.options.connect.command_timeout)
+        # Every command gets a limit: what the step asked for, else the run's default for its kind of work.
+        limit = timeout or self.timeout_for("check" if command.readonly else "command")
+        result = await conn.run(command.text, sudo=sudo, stdin=stdin, timeout=limit)
         if check and not result.ok:
             raise CommandFailed(self.name, display or command.text, result.exit_status, result.stderr, result.stdout)
         return result
@@ -119,6 +123,13 @@ class HostContext:
         res = await self.run(file_state_command([path], fast=large), check=False)
         digests, attrs = parse_file_states(res.stdout)
         return digests.get(path), attrs.get(path)
+
+    async def files_in_place(self, wants: Mapping[str, FileWant]) -> bool:
+        """Every file has its wanted content, mode and owner; one read-only command for all of them."""
+        if not wants:
+            return True
+        res = await self.run(file_state_command(list(wants), fast=any(w.large for w in wants.values())), check=False)
+        return files_match(wants, *parse_file_states(res.stdout))
 
     def timeout_for(self, kind: str) -> float:
         """This run's limit for one command of ``kind``: "check" (read-only commands: checks, probes), "command"
@@ -173,10 +184,16 @@ class FileWant:
     sha256: str
     mode: int
     owner: str = "root:root"
+    large: bool = False  # hash it with openssl where the host has it (see hosts.digest.LARGE_FILE)
 
     @property
     def attrs(self) -> str:
         return file_attrs(self.mode, self.owner)
+
+
+def files_match(wants: Mapping[str, FileWant], digests: Mapping[str, str], attrs: Mapping[str, str]) -> bool:
+    """The one rule both the single and the batched check apply: content, mode and owner of every file."""
+    return all(digests.get(path) == want.sha256 and attrs.get(path) == want.attrs for path, want in wants.items())
 
 
 def file_attrs(mode: int, owner: str = "root:root") -> str:

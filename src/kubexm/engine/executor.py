@@ -7,9 +7,17 @@ import fnmatch
 import time
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import TypeAlias, TypeVar, cast
 
-from kubexm.engine.context import PLANNING, HostContext, RunContext
+from kubexm.engine.context import (
+    PLANNING,
+    FileWant,
+    HostContext,
+    RunContext,
+    file_state_command,
+    files_match,
+    parse_file_states,
+)
 from kubexm.engine.events import Event, StepStatus
 from kubexm.engine.selectors import DEPLOY
 from kubexm.engine.step import Step
@@ -23,11 +31,12 @@ from kubexm.errors import (
     UsageError,
     stderr_tail,
 )
-from kubexm.hosts.digest import parse_sha256, sha256_command
 from kubexm.hosts.shell import Cmd, seq, shell
 from kubexm.spec.models import Cluster
 
 T = TypeVar("T")
+# One step's batched check: a read-only command, {path: FileWant} (check_files) or {path: sha256} (check_digests).
+_Check: TypeAlias = Cmd | dict[str, FileWant] | dict[str, str]
 
 
 @dataclass
@@ -223,15 +232,18 @@ class Executor:
         """Every step's check in one command; {step index: done}. Empty when there is nothing to batch."""
         if self.run.options.offline:
             return {}
-        checks: dict[int, Cmd | dict[str, str]] = {}  # a read-only command, or {path: sha256}
+        checks: dict[int, _Check] = {}
         for i, step in enumerate(steps):
             checker = _defined_in(step, "check")
             try:
-                if checker is _defined_in(step, "check_digests") and (digests := step.check_digests(host)):
+                # The inherited check() answers from check_files; a check() refined next to it still means it.
+                if checker in (Step, _defined_in(step, "check_files")) and (files := step.check_files(host)):
+                    checks[i] = files
+                elif checker is _defined_in(step, "check_digests") and (digests := step.check_digests(host)):
                     checks[i] = digests
                 elif checker is _defined_in(step, "check_script") and (script := step.check_script(host)):
                     checks[i] = script
-                # else: a subclass refined check(), so an inherited script may no longer mean the same
+                # else: a subclass refined check(), so an inherited answer may no longer mean the same
             except Exception:  # a step that cannot say in advance checks on its own
                 continue
         if len(checks) < 2:
@@ -249,15 +261,17 @@ class Executor:
         return answers
 
     @staticmethod
-    async def _run_checks(host: HostContext, checks: dict[int, Cmd | dict[str, str]], sudo: bool) -> dict[int, bool]:
+    async def _run_checks(host: HostContext, checks: dict[int, _Check], sudo: bool) -> dict[int, bool]:
         scripts = {i: c for i, c in checks.items() if isinstance(c, Cmd)}
-        digests = {i: c for i, c in checks.items() if not isinstance(c, Cmd)}
+        files = {i: c for i, c in checks.items() if not isinstance(c, Cmd)}
         parts = [shell("if {check} >/dev/null 2>&1; then echo {i}=0; else echo {i}=1; fi",
                        check=s.subshell(), i=i, readonly=True) for i, s in scripts.items()]
-        paths = sorted({p for d in digests.values() for p in d})
+        paths = sorted({p for wanted in files.values() for p in wanted})
         if paths:
-            # One process for every file of the host; missing or unreadable files simply print nothing.
-            parts.append(shell("echo '#sha256'; {digests}; true", digests=sha256_command(paths), readonly=True))
+            # One sha256sum and one stat for every file of the host; missing or unreadable files print nothing.
+            large = any(isinstance(w, FileWant) and w.large for wanted in files.values() for w in wanted.values())
+            parts.append(shell("echo '#files'; {state}; true", state=file_state_command(paths, fast=large),
+                               readonly=True))
         try:
             token = PLANNING.set(True)
             try:
@@ -267,15 +281,18 @@ class Executor:
         except KubexmError:
             return {}  # e.g. a transport fault: the steps check one by one, with the usual retries
         answers: dict[int, bool] = {}
-        head, in_digests, tail = res.stdout.partition("#sha256\n")
+        head, in_files, tail = res.stdout.partition("#files\n")
         for line in head.splitlines():
             key, _, value = line.partition("=")
             if key.isdigit() and int(key) in scripts:
                 answers[int(key)] = value == "0"
-        found = parse_sha256(tail)
-        if paths and in_digests:
-            for i, wanted in digests.items():
-                answers[i] = all(found.get(p) == d for p, d in wanted.items())
+        if paths and in_files:
+            digests, attrs = parse_file_states(tail)
+            for i, wanted in files.items():
+                if all(isinstance(w, FileWant) for w in wanted.values()):
+                    answers[i] = files_match(cast("dict[str, FileWant]", wanted), digests, attrs)
+                else:  # check_digests: content only
+                    answers[i] = all(digests.get(p) == d for p, d in wanted.items())
         return answers
 
     async def _step(self, mname: str | None, task: Task, host: HostContext, step: Step,

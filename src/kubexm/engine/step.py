@@ -6,7 +6,7 @@ from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, ClassVar
 
 if TYPE_CHECKING:
-    from kubexm.engine.context import HostContext
+    from kubexm.engine.context import FileWant, HostContext
     from kubexm.hosts.shell import Cmd
 
 
@@ -20,9 +20,9 @@ class Step(ABC):
     """
 
     mutates: ClassVar[bool] = True
-    # True when the batched check (check_digests or check_script) answering "done" as the login user, without
-    # sudo, is proof on its own: it only reads, and missing permissions can only make it answer "not done"
-    # (a content checksum that matches).
+    # True when the batched check (check_files, check_digests or check_script) answering "done" as the login
+    # user, without sudo, is proof on its own: it only reads, and missing permissions can only make it answer
+    # "not done" (a content checksum that matches; mode and owner read the same to any user).
     # Non-root logins then skip sudo for the batched checks of a re-run; "not done" is asked again as root.
     check_unprivileged: ClassVar[bool] = False
     # False for actions that must not be repeated blindly (kubeadm init/join): after a transport fault the
@@ -37,8 +37,17 @@ class Step(ABC):
         return self.name
 
     async def check(self, host: HostContext) -> bool:
-        """True when nothing needs doing. Must not change the host. The default always runs."""
-        return False
+        """True when nothing needs doing. Must not change the host. The default: every file ``check_files``
+        names is in place (content, mode and owner); a step without files always runs."""
+        wants = self.check_files(host)
+        return wants is not None and await host.files_in_place(wants)
+
+    def check_files(self, host: HostContext) -> dict[str, FileWant] | None:
+        """Optional, for steps that place files: {remote path: FileWant}, meaning "done" exactly when every
+        file has that content, mode and owner. The inherited ``check()`` answers from it, and the executor
+        reads all of a host's files with one command: both paths compare the same three things, so a right
+        file with the wrong permissions is never "done". None: cannot say in advance (not done)."""
+        return None
 
     def check_script(self, host: HostContext) -> Cmd | None:
         """Optional: a read-only command whose exit status 0 means the same as ``check()`` returning True.
@@ -49,9 +58,9 @@ class Step(ABC):
         return None
 
     def check_digests(self, host: HostContext) -> dict[str, str] | None:
-        """Optional, preferred over ``check_script`` by the batching: {remote path: wanted sha256}, meaning
-        ``check()`` is True exactly when every file has that checksum. The executor reads all of a host's
-        paths with one ``sha256sum`` and compares here, instead of a process per file on the host."""
+        """Content only, kept for steps not yet on ``check_files`` (which compares mode and owner too, and is
+        what a step placing files should declare): {remote path: wanted sha256}, meaning ``check()`` is True
+        exactly when every file has that checksum. Batched like ``check_files``."""
         return None
 
     @abstractmethod

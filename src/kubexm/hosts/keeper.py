@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from kubexm import paths
+from kubexm.state.files import open_private, private_dir
 
 DEFAULT_PERSIST = 60.0
 MAX_FRAME = 64 << 20  # a put of bytes travels in one frame; bigger payloads go as files passed by path
@@ -50,9 +51,8 @@ UNUSED_GRACE = 15.0
 
 
 def run_dir() -> Path:
-    path = paths.home() / "run"
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return path
+    """The keeper's socket, lock and log (which names hosts and errors): a 0700 directory under $KUBEXM_HOME."""
+    return private_dir(paths.home() / "run")
 
 
 # Bumped whenever requests or replies change: a keeper left running by an older kubexm then simply is not
@@ -72,7 +72,7 @@ def start(path: Path, persist: float, unused_grace: float = UNUSED_GRACE) -> sub
     if str(path) in _started:
         return _started[str(path)]
     argv = [sys.executable, "-m", "kubexm.hosts.keeper", str(path), str(persist), str(unused_grace)]
-    with open(path.with_suffix(".log"), "ab") as log:
+    with open_private(path.with_suffix(".log"), "ab") as log:
         try:
             proc = subprocess.Popen(argv,
                                     stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
@@ -309,7 +309,7 @@ def main(argv: list[str]) -> int:
     unused_grace = float(argv[2]) if len(argv) > 2 else UNUSED_GRACE
     # One keeper per socket. Two runs may start one at the same moment; a keeper that is just exiting still
     # holds the lock for a moment: wait briefly, then leave it to the one that holds it.
-    lock = open(sock_path.with_suffix(".lock"), "a")  # noqa: SIM115  held for the keeper's whole life
+    lock = open_private(sock_path.with_suffix(".lock"), "a")  # held for the keeper's whole life
     deadline = time.monotonic() + 3.0
     while True:
         try:

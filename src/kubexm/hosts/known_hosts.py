@@ -8,9 +8,10 @@ is rebuilt on the same addresses can be re-trusted with one flag. One line per e
 from __future__ import annotations
 
 import fcntl
-import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from kubexm.state.files import open_private, write_atomic
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ class KnownHosts:
         ep = endpoint(address, port)
         if not self.path.exists():
             return False
-        with open(self.path.with_suffix(".lock"), "a") as lock:
+        with open_private(self.path.with_suffix(".lock"), "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             known = self._read()
             kept = [k for k in known if k.endpoint != ep]
@@ -73,16 +74,14 @@ class KnownHosts:
         return True
 
     def _write(self, keys: list[KnownKey]) -> None:
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text("".join(f"{k.name} {k.endpoint} {k.key}\n" for k in keys))
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, self.path)
+        # Durable: a pin lost in a crash would be trusted anew on first use. Written only when a host is first met.
+        write_atomic(self.path, "".join(f"{k.name} {k.endpoint} {k.key}\n" for k in keys).encode())
 
     def remember(self, name: str, address: str, port: int, key: str) -> None:
         """Store (or replace) the key of an endpoint; concurrent runs serialise on a lock file."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         ep = endpoint(address, port)
-        with open(self.path.with_suffix(".lock"), "a") as lock:
+        with open_private(self.path.with_suffix(".lock"), "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             kept = [k for k in self._read() if k.endpoint != ep]
             kept.append(KnownKey(name, ep, key.strip()))

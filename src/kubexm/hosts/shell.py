@@ -338,23 +338,35 @@ def _verify_readonly(tokens: list[str]) -> None:
     """Refuse a command declared read-only whose programs or redirections could write."""
     at_command = True
     skip_for = False
+    program = ""
     i = 0
     while i < len(tokens):
         tok = tokens[i]
-        if tok in (">", ">>", ">|", "<>"):
-            target = tokens[i + 1] if i + 1 < len(tokens) else ""
+        target = tokens[i + 1] if i + 1 < len(tokens) else ""
+        if tok in (">", ">>", ">|", "<>", "&>", "&>>"):
             if target != "/dev/null" and not target.startswith("&"):
                 raise UnsafeCommand(f"a read-only command writes to {target!r}")
             i += 2
             continue
-        if tok in ("<", "<<"):
+        if tok in (">&", "<&", ">>&"):
+            # Duplicating a descriptor: only onto the standard ones (or closing one); `>&3` could be a socket.
+            if target not in ("1", "2", "-"):
+                raise UnsafeCommand(f"a read-only command duplicates a descriptor onto {target!r}")
             i += 2
             continue
-        if tok.isdigit() and i + 1 < len(tokens) and tokens[i + 1] in (">", ">>", "<", ">|", "<>"):
+        if tok in ("<", "<<"):
+            # bash opens /dev/tcp and /dev/udp as sockets, which can be written through: allowed only for the
+            # no-op `:` (a connect probe that sends nothing).
+            if target.startswith(("/dev/tcp/", "/dev/udp/")) and not (program == ":" or (at_command and
+                                                                                         tokens[i + 2:i + 3] == [":"])):
+                raise UnsafeCommand(f"a read-only command opens {target!r} for anything but a connect probe")
+            i += 2
+            continue
+        if tok.isdigit() and i + 1 < len(tokens) and tokens[i + 1] in (">", ">>", "<", ">|", "<>", ">&", "<&"):
             i += 1  # the descriptor of the redirection that follows
             continue
         if tok in _CONTROL:
-            at_command, skip_for = True, False
+            at_command, skip_for, program = True, False, ""
         elif skip_for:
             if tok == "do":
                 at_command, skip_for = True, False
@@ -374,7 +386,7 @@ def _verify_readonly(tokens: list[str]) -> None:
                     continue
                 if name not in _READ_PROGRAMS:
                     raise UnsafeCommand(f"{name!r} is not a known read-only program")
-                at_command = False
+                at_command, program = False, name
                 _verify_arguments(name, [t for t in _until_control(tokens[i + 1:])])
         i += 1
 

@@ -201,6 +201,8 @@ def kubelet_cluster_dns(cluster: Cluster) -> str:
 
 
 def kube_proxy_configuration(cluster: Cluster) -> dict[str, Any]:
+    from kubexm.spec.validate import NFTABLES_DEFAULT_MINOR, NFTABLES_GATED_MINORS
+
     k8s = cluster.spec.kubernetes
     conf: dict[str, Any] = {
         "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
@@ -208,15 +210,19 @@ def kube_proxy_configuration(cluster: Cluster) -> dict[str, Any]:
         "mode": k8s.proxy_mode,
         "clusterCIDR": k8s.pod_cidr,
     }
+    # kube-proxy gets the cluster's feature gates like the other components (kubeadm passes none to it).
+    gates = dict(k8s.feature_gates)
     if k8s.proxy_mode == "ipvs":
         # kube-vip and MetalLB in ARP mode need strict ARP so nodes do not answer for each other's VIPs.
         conf["ipvs"] = {"strictARP": True}
-    elif k8s.proxy_mode == "nftables":
-        if k8s.minor < 29:
+    elif k8s.proxy_mode == "nftables" and k8s.minor < NFTABLES_DEFAULT_MINOR:
+        # The same rule the spec validation applies: alpha behind NFTablesProxyMode before v1.31, absent before.
+        if k8s.minor not in NFTABLES_GATED_MINORS:
             raise KubexmError(f"kube-proxy mode nftables needs Kubernetes v1.29 or later, not {k8s.version}",
                               hint="use spec.kubernetes.proxyMode ipvs or iptables for this version")
-        if k8s.minor < 31:  # alpha before 1.31: behind a feature gate
-            conf["featureGates"] = {"NFTablesProxyMode": True}
+        gates["NFTablesProxyMode"] = True
+    if gates:
+        conf["featureGates"] = dict(sorted(gates.items()))
     return conf
 
 

@@ -179,9 +179,10 @@ def _interface(value: str) -> str | None:
         return f"{show(value)} is not an interface name ('/', ':' and spaces are not allowed)"
     if value.startswith("-"):
         return f"{show(value)} is not an interface name (it would read as an option)"
-    # Stricter than the kernel: names with quotes or shell syntax exist only to break scripts.
-    if not re.fullmatch(r"[A-Za-z0-9_.@+-]+", value, re.ASCII):
-        return f"{show(value)} is not an interface name (letters, digits and . _ - @ +)"
+    # Stricter than the kernel: names with quotes or shell syntax exist only to break scripts, and keepalived
+    # and kube-vip get only what steps/balancer.py writes into them (a letter or digit first, then . _ -).
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", value, re.ASCII):
+        return f"{show(value)} is not an interface name (letters, digits and . _ -, starting with a letter or digit)"
     return None
 
 

@@ -7,8 +7,8 @@ cached: validation runs on every load with the models of the running kubexm, and
 the loader back to ruamel for errors with line numbers.
 
 The entries hold whatever the file holds (passwords included), so they live under ``$KUBEXM_HOME``
-(0700, where kubexm already keeps keys and kubeconfigs), each 0600. A missing, unreadable or corrupt
-entry is simply a miss.
+(0700, where kubexm already keeps keys and kubeconfigs) in 0700 directories, each 0600 whatever the umask.
+A missing, unreadable or corrupt entry is simply a miss.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from kubexm.paths import home
+from kubexm.state.files import private_dir, write_atomic
 
 MAX_ENTRIES = 32
 
@@ -96,12 +97,10 @@ def store(path: Path, data: Any) -> None:
     if _holds_secret(plain):
         return  # a cluster file with passwords is parsed each time rather than kept on disk in plain text
     with contextlib.suppress(OSError):
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(plain, fh)
-        os.replace(tmp, path)
+        private_dir(path.parent.parent)  # cache/: other caches may have made it first, wider
+        private_dir(path.parent)
+        # A lost entry is only a miss: no fsync.
+        write_atomic(path, json.dumps(plain).encode(), durable=False)
         entries = sorted(path.parent.glob("*.json"), key=lambda p: p.stat().st_mtime)
         for old in entries[:-MAX_ENTRIES]:
             old.unlink(missing_ok=True)

@@ -28,11 +28,13 @@ from kubexm.balancer.configs import (
     keepalived_conf,
     kube_vip_manifest,
 )
+from kubexm.balancer.plan import HEALTH_PORT
 from kubexm.engine.context import HostContext
 from kubexm.engine.step import Step
 from kubexm.errors import NotApplicable, StepFailed
-from kubexm.hosts.shell import script, sh, shell
+from kubexm.hosts.shell import Cmd, script, sh, shell
 from kubexm.spec.models import Cluster
+from kubexm.steps.common import Systemd
 from kubexm.steps.runtime import ConfigFiles, _sha
 
 
@@ -203,9 +205,17 @@ _HAPROXY_LOG = script("journalctl -u haproxy --no-pager -n 5 2>/dev/null | grep 
                       readonly=True)
 
 
+def haproxy_answers(port: int) -> Cmd:
+    """Read-only: something accepts a connection on 127.0.0.1:``port`` (haproxy's monitor frontend, which answers
+    whenever haproxy runs). The port reaches bash as a positional parameter of a literal script, never as text
+    of the script; a connection is opened and closed, nothing is sent."""
+    return shell("timeout 3 bash -c ': <\"/dev/tcp/127.0.0.1/$1\"' kubexm-probe {port} 2>/dev/null",
+                 port=port, readonly=True)
+
+
 @dataclass(frozen=True)
 class WaitHaproxyServing(Step):
-    """haproxy answers on its monitor endpoint with the config kubexm wrote.
+    """haproxy answers on its monitor endpoint after the unit was started or reloaded.
 
     `systemctl reload haproxy` reports success even when the new config fails to load (the old process
     keeps running the old config), so kubexm asks haproxy itself.
@@ -217,14 +227,18 @@ class WaitHaproxyServing(Step):
     def describe(self) -> str:
         return "check haproxy serves the new configuration"
 
+    async def _already_serving_config(self, host: HostContext) -> bool:
+        """This run would neither rewrite haproxy's config nor restart it: the live haproxy is the one to ask."""
+        return await HaproxyConfig().check(host) and await Systemd("haproxy").check(host)
+
     async def run(self, host: HostContext) -> None:
-        if host.run_ctx.options.dry_run:
-            # The plan cannot know whether haproxy will serve a config the run has not written yet; and the
-            # probe below runs a script file, which no read-only declaration can vouch for.
+        if host.run_ctx.options.dry_run and not await self._already_serving_config(host):
+            # A plan cannot know whether haproxy will serve a config the run has not written (or restarted) yet.
             raise NotApplicable("a dry run does not wait for haproxy; a real run does, after writing its config")
+        probe = haproxy_answers(int(HEALTH_PORT))
         deadline = time.monotonic() + self.timeout
         while True:
-            res = await host.run(sh("bash", CHECK_SCRIPT), check=False)
+            res = await host.run(probe, check=False)
             if res.ok:
                 return
             if time.monotonic() > deadline:

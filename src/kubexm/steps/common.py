@@ -5,13 +5,15 @@ from __future__ import annotations
 import hashlib
 import posixpath
 import re
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from kubexm.engine.context import FileWant, HostContext, file_attrs
+from kubexm.engine.context import FileWant, HostContext
 from kubexm.engine.step import Step
 from kubexm.errors import CommandFailed, StepFailed
+from kubexm.hosts.digest import LARGE_FILE, sha256_file
 from kubexm.hosts.shell import Cmd, sh, shell, user_shell
 from kubexm.templates import render
 
@@ -37,17 +39,22 @@ class Command(Step):
             raise CommandFailed(host.name, self.command, res.exit_status, res.stderr, res.stdout)
 
 
-def _file_check(path: str, sha256: str, mode: int, owner: str) -> Cmd:
-    """Read-only: ``path`` has this content, mode and owner. Content read on stdin, so no file name escaping
-    (sha256sum's backslash form) can make a right file look wrong or a wrong one right."""
-    return shell('test "$(sha256sum < {path} 2>/dev/null)" = {digest} '
-                 "&& test \"$(stat -c '%a %U:%G' -- {path} 2>/dev/null)\" = {attrs}",
-                 path=path, digest=f"{sha256}  -", attrs=file_attrs(mode, owner), readonly=True)
-
-
-async def _file_ok(host: HostContext, path: str, sha256: str, mode: int, owner: str) -> bool:
-    got, attrs = await host.file_state(path)
-    return got == sha256 and attrs == file_attrs(mode, owner)
+def kubexm_command(host: HostContext, *words: str) -> str:
+    """A kubexm command line for a hint, ready to paste: ``kubexm WORDS...`` naming the cluster the way this run
+    was given it (``-f FILE`` when it read a cluster file, else ``-c NAME``), each word quoted for the shell."""
+    given = shlex.split(host.run_ctx.command) if host.run_ctx.command else []
+    selector = ["-c", host.cluster.name]
+    for i, word in enumerate(given):
+        if word == "--":  # the user's own command (kubexm run command) follows
+            break
+        if word in ("-f", "--file") and i + 1 < len(given):
+            selector = ["-f", given[i + 1]]
+        elif word.startswith("--file="):
+            selector = ["-f", word.removeprefix("--file=")]
+        elif word.startswith("-f") and len(word) > 2:  # -fcluster.yaml
+            selector = ["-f", word[2:]]
+    verb, rest = list(words[:2]), list(words[2:])
+    return shlex.join(["kubexm", *verb, *selector, *rest])
 
 
 @dataclass(frozen=True)
@@ -64,21 +71,13 @@ class PutFile(Step):
         what = "content" if isinstance(self.source, bytes) else Path(self.source).name
         return f"put {what} at {self.dest} (mode {self.mode:o})"
 
-    def _want(self) -> str:
-        if isinstance(self.source, bytes):
-            return hashlib.sha256(self.source).hexdigest()
-        from kubexm.hosts.digest import sha256_file
-
-        return sha256_file(Path(self.source))
-
-    async def check(self, host: HostContext) -> bool:
-        return await _file_ok(host, self.dest, self._want(), self.mode, self.owner)
-
-    def check_script(self, host: HostContext) -> Cmd | None:
-        return _file_check(self.dest, self._want(), self.mode, self.owner)
-
     def check_files(self, host: HostContext) -> dict[str, FileWant] | None:
-        return {self.dest: FileWant(self._want(), self.mode, self.owner)}
+        # check() is the inherited one: content, mode and owner, alone or batched.
+        if isinstance(self.source, bytes):
+            return {self.dest: FileWant(hashlib.sha256(self.source).hexdigest(), self.mode, self.owner)}
+        source = Path(self.source)
+        return {self.dest: FileWant(sha256_file(source), self.mode, self.owner,
+                                    large=source.stat().st_size >= LARGE_FILE)}
 
     async def run(self, host: HostContext) -> None:
         if await host.upload(self.source, self.dest, mode=self.mode, owner=self.owner):
@@ -102,12 +101,6 @@ class Template(Step):
     def content(self, host: HostContext) -> bytes:
         return render(self.template, host=host, cluster=host.cluster, spec=host.cluster.spec,
                       **dict(self.values)).encode()
-
-    async def check(self, host: HostContext) -> bool:
-        return await _file_ok(host, self.dest, hashlib.sha256(self.content(host)).hexdigest(), self.mode, self.owner)
-
-    def check_script(self, host: HostContext) -> Cmd | None:
-        return _file_check(self.dest, hashlib.sha256(self.content(host)).hexdigest(), self.mode, self.owner)
 
     def check_files(self, host: HostContext) -> dict[str, FileWant] | None:
         return {self.dest: FileWant(hashlib.sha256(self.content(host)).hexdigest(), self.mode, self.owner)}
@@ -145,6 +138,11 @@ class Systemd(Step):
     unit: str
     restart_on: tuple[str, ...] = ()
     on_change: str = "restart"  # or "reload-or-restart" for daemons that reload without dropping clients
+    # systemctl --no-block: queue the start/restart instead of waiting for the unit to be ready. For units that
+    # are ready only once their peers run too (etcd members of a new cluster wait for a quorum): waiting here, one
+    # node at a time, could never end. The step then neither waits nor clears the pending-restart marker: a
+    # later step that sees the unit healthy must (WaitEtcdHealthy does for etcd).
+    no_block: bool = False
 
     def describe(self) -> str:
         return f"enable and start {self.unit}"
@@ -173,8 +171,8 @@ class Systemd(Step):
             await host.run(sh("mkdir", "-p", "--", RESTART_PENDING_DIR) & sh("touch", "--", marker))
         verb = self.on_change if pending else "start"
         await host.run(sh("systemctl", "daemon-reload") & sh("systemctl", "enable", "--", self.unit)
-                       & sh("systemctl", verb, "--", self.unit))
-        if not pending:
+                       & sh("systemctl", verb, *(["--no-block"] if self.no_block else []), "--", self.unit))
+        if not pending or self.no_block:
             return
         active = await host.run(shell("for i in $(seq {wait}); do systemctl is-active -q -- {unit} && exit 0; "
                                       "sleep 1; done; exit 1",

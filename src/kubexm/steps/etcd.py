@@ -21,7 +21,7 @@ from kubexm.pki import PKI
 from kubexm.pki.layout import etcd_specs
 from kubexm.spec.models import Cluster
 from kubexm.steps.binaries import InstallBinaries
-from kubexm.steps.common import RESTART_PENDING_DIR, Systemd, Template, restart_marker
+from kubexm.steps.common import Systemd, Template, kubexm_command, restart_marker
 
 BIN = "/usr/local/bin"
 PKI_DIR = "/etc/kubernetes/pki/etcd"
@@ -141,8 +141,8 @@ class PlaceEtcdCerts(Step):
             try:
                 out.append(((root / local).read_bytes(), remote, mode))
             except FileNotFoundError:
-                raise StepFailed(f"{root / local} is missing", hint="run GenerateEtcdPKI first (kubexm create cluster "
-                                                                     "--tags etcd)") from None
+                raise StepFailed(f"{root / local} is missing", hint="generate the etcd certificates first: "
+                                 f"`{kubexm_command(host, 'create', 'cluster', '--tags', 'etcd')}`") from None
         return out
 
     async def check(self, host: HostContext) -> bool:
@@ -209,27 +209,21 @@ class EtcdBootstrap(Step):
 
 @dataclass(frozen=True)
 class EtcdService(Systemd):
-    """Enable and start etcd (without blocking: a new member waits for its peers), restart on changes."""
+    """Enable and start etcd, restart it on changes; without blocking (a new member waits for its peers).
+
+    systemd's start/restart waits for the unit to be ready, and a member of a new cluster is ready only once
+    a quorum of its peers runs: members started one by one would each wait for the next. So the start is
+    queued (``no_block``) and WaitEtcdHealthy, once every member is healthy, clears the pending-restart
+    markers; a run that fails before that restarts the member again next time.
+    """
 
     unit: str = "etcd"
     restart_on: tuple[str, ...] = (ENV_FILE, UNIT_FILE, f"{BIN}/etcd", f"{PKI_DIR}/server.crt",
                                    f"{PKI_DIR}/peer.crt", f"{PKI_DIR}/ca.crt")
+    no_block: bool = True
 
     def describe(self) -> str:
         return "enable and start etcd"
-
-    async def run(self, host: HostContext) -> None:
-        # Systemd's check and pending-restart marker, but not its run: systemd's start/restart waits for the
-        # unit to be ready, and a member of a new cluster is ready only once a quorum of its peers runs. So
-        # the restart is queued (--no-block) and WaitEtcdHealthy, once every member is healthy, clears the
-        # markers; a run that fails before that restarts the member again next time.
-        marker = restart_marker(self.unit)
-        pending = self._changed(host) or await host.exists(marker)
-        if pending:
-            await host.run(sh("mkdir", "-p", "--", RESTART_PENDING_DIR) & sh("touch", "--", marker))
-        verb = "restart" if pending else "start"
-        await host.run(sh("systemctl", "daemon-reload") & sh("systemctl", "enable", "--", self.unit)
-                       & sh("systemctl", verb, "--no-block", "--", self.unit))
 
 
 async def restarts_pending(host: HostContext) -> list[str]:
@@ -290,10 +284,11 @@ class WaitEtcdHealthy(Step):
         return (await cluster_health(host))[0] and not await restarts_pending(host)
 
     async def run(self, host: HostContext) -> None:
+        log = kubexm_command(host, "run", "command", "--nodes", "etcd", "--", "journalctl", "-u", "etcd", "-n", "20")
+        add = kubexm_command(host, "add", "nodes", "--nodes", "NAME", "--role", "etcd")
         last = await wait_healthy(host, self.timeout, "etcd did not become healthy",
-                                  "see `journalctl -u etcd` on the members (kubexm run command --nodes etcd -- "
-                                  "journalctl -u etcd -n 20); a member added to a running cluster joins with "
-                                  "`kubexm add nodes --nodes NAME --role etcd`")
+                                  f"see etcd's log on the members: `{log}`; a member added to a running cluster "
+                                  f"joins with `{add}`")
         await clear_restarts(host)
         host.emit("message", message=f"etcd: {last}")
 

@@ -21,6 +21,7 @@ from kubexm.engine.context import HostContext
 from kubexm.engine.step import Step
 from kubexm.errors import ConnectionFault, KubexmError, StepFailed
 from kubexm.hosts.shell import Cmd, sh, shell
+from kubexm.steps.common import kubexm_command
 from kubexm.steps.etcd import (
     BIN,
     PKI_DIR,
@@ -73,8 +74,9 @@ class BackupEtcd(Step):
             rows += [["skipped member", s] for s in skipped]
             run.emit_report("etcd backup", ["what", "value"], rows)
             return
+        status = kubexm_command(host, "run", "command", "--nodes", "etcd", "--", "systemctl", "status", "etcd")
         raise StepFailed("no healthy etcd member to take a snapshot from: " + "; ".join(skipped),
-                         hint="bring at least one member back (kubexm run command --nodes etcd -- systemctl status etcd)")
+                         hint=f"bring at least one member back; see why it is down with `{status}`")
 
     async def _snapshot(self, member: HostContext, location: Path, prefix: str, include_pki: bool) -> Path:
         stamp = datetime.now(UTC)

@@ -13,6 +13,7 @@ from kubexm.engine.context import HostContext
 from kubexm.engine.step import Step
 from kubexm.errors import ConnectionFault, KubexmError, StepFailed
 from kubexm.hosts.shell import Cmd, sh, shell
+from kubexm.steps.common import kubexm_command
 from kubexm.steps.etcd import (
     BIN,
     BOOTSTRAP_FILE,
@@ -154,7 +155,7 @@ class LeaveEtcdCluster(Step):
         remaining = len(members) - 1
         if remaining < 1:
             raise StepFailed(f"{host.name} is the last etcd member; removing it would destroy the cluster",
-                             hint="use `kubexm delete cluster` to remove the whole cluster")
+                             hint=f"use `{kubexm_command(host, 'delete', 'cluster')}` to remove the whole cluster")
         health = await peer.run(etcdctl("endpoint", "health", "--cluster", "-w", "json", readonly=True),
                                 check=False, timeout=30)
         try:

@@ -10,6 +10,7 @@ import asyncio
 import hashlib
 import json
 import os
+import posixpath
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ from ruamel.yaml import YAML
 from kubexm.engine.context import HostContext
 from kubexm.engine.step import Step
 from kubexm.errors import KubexmError, NotApplicable, StepFailed
-from kubexm.hosts.shell import sh
+from kubexm.hosts.shell import sh, shell
 from kubexm.kube import commands
 from kubexm.kube.kubeadm import (
     ADMIN_CONF,
@@ -30,6 +31,7 @@ from kubexm.kube.kubeadm import (
     PKI_DIR,
     TOKEN_CONFIG,
     ca_cert_hash,
+    cri_socket,
     init_config,
     join_config,
     new_token,
@@ -38,7 +40,8 @@ from kubexm.kube.kubeadm import (
 )
 from kubexm.pki.layout import etcd_specs, kubeconfig_specs, kubernetes_specs
 from kubexm.spec.models import Cluster
-from kubexm.steps.etcd import cluster_pki
+from kubexm.steps.common import kubexm_command
+from kubexm.steps.etcd import cluster_pki, data_dir
 from kubexm.steps.runtime import ConfigFiles
 from kubexm.templates import render
 
@@ -181,7 +184,8 @@ class KubeadmInit(Step):
         if await host.exists(ADMIN_CONF):
             raise StepFailed(f"{host.name} has {ADMIN_CONF} but the API server does not answer",
                              hint="look at `crictl ps -a` and `journalctl -u kubelet` there; kubexm does not re-run "
-                                  "kubeadm init over an existing control plane (kubexm delete cluster resets it)")
+                                  "kubeadm init over an existing control plane "
+                                  f"(`{kubexm_command(host, 'delete', 'cluster')}` resets it)")
         token = new_token()
         await host.upload(init_config(cluster, cluster.host(host.name), token, endpoint(cluster)).encode(),
                           INIT_CONFIG, mode=0o600)
@@ -221,9 +225,69 @@ async def join_token(host: HostContext) -> str:
         return found
 
 
+MANIFESTS_DIR = "/etc/kubernetes/manifests"
+# What a finished `kubeadm join` leaves on every node: the kubelet's kubeconfig (written once its TLS bootstrap
+# succeeded), its configuration, and the client certificate it was issued.
+WORKER_JOIN_FILES = (KUBELET_CONF, "/var/lib/kubelet/config.yaml", "/var/lib/kubelet/pki/kubelet-client-current.pem")
+CONTROL_PLANE_COMPONENTS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
+
+
+def join_leaves(cluster: Cluster, control_plane: bool) -> tuple[str, ...]:
+    """The paths a successful join leaves on a node. A control plane also has admin.conf and the static pod
+    manifests; with stacked etcd the etcd manifest (kubeadm writes it after adding the member) and the member's
+    data, which etcd creates once it joined the cluster."""
+    paths = list(WORKER_JOIN_FILES)
+    if control_plane:
+        paths += [ADMIN_CONF, *(posixpath.join(MANIFESTS_DIR, f"{c}.yaml") for c in CONTROL_PLANE_COMPONENTS)]
+        if cluster.spec.etcd.type == "kubeadm":
+            paths += [posixpath.join(MANIFESTS_DIR, "etcd.yaml"), posixpath.join(data_dir(cluster), "member")]
+    return tuple(paths)
+
+
+@dataclass(frozen=True)
+class JoinState:
+    present: tuple[str, ...]
+    missing: tuple[str, ...]
+    kubelet_active: bool
+
+    @property
+    def done(self) -> bool:
+        return not self.missing and self.kubelet_active
+
+    @property
+    def partial(self) -> bool:
+        return bool(self.present and self.missing)
+
+
+async def join_state(host: HostContext, control_plane: bool) -> JoinState:
+    """Which of a join's traces the node has, and whether kubelet runs, in one read-only command."""
+    paths = join_leaves(host.cluster, control_plane)
+    probe = shell("for f in {paths}; do if test -s \"$f\" || test -d \"$f\"; then printf '%s\\n' \"$f\"; fi; done; "
+                  "if systemctl is-active -q kubelet; then echo kubelet-active; fi", paths=paths, readonly=True)
+    res = await host.run(probe, check=False)
+    lines = set(res.stdout.splitlines())
+    return JoinState(tuple(p for p in paths if p in lines), tuple(p for p in paths if p not in lines),
+                     "kubelet-active" in lines)
+
+
+def reset_hint(host: HostContext) -> str:
+    reset = kubexm_command(host, "run", "command", "--nodes", host.name, "--",
+                           "kubeadm", "reset", "--force", "--cri-socket", cri_socket(host.cluster))
+    return f"reset that node, then run again: {reset}"
+
+
 @dataclass(frozen=True)
 class KubeadmJoin(Step):
-    """`kubeadm join` (with --control-plane settings for control-plane nodes) from a 0600 config file."""
+    """`kubeadm join` (with --control-plane settings for control-plane nodes) from a 0600 config file.
+
+    Done when the node has everything a join leaves (``join_leaves``) and kubelet runs. A node with only part
+    of it is a join that failed after it started (kubelet up, TLS bootstrap or the control-plane phases not
+    finished): `kubeadm join` cannot run over it (its preflight finds kubelet's port and files taken), so the
+    check reports it and the run stops, naming the node to reset. kubexm does not reset it by itself: a
+    control-plane node missing only, say, admin.conf may be a working member of the control plane (and of
+    stacked etcd), and `kubeadm reset` there removes its etcd member and certificates; only the user can
+    tell a broken join from a damaged but serving node.
+    """
 
     control_plane: bool = False
     retryable = False  # after a transport fault the first kubeadm join may still be running
@@ -231,11 +295,25 @@ class KubeadmJoin(Step):
     def describe(self) -> str:
         return "kubeadm join --control-plane" if self.control_plane else "kubeadm join (worker)"
 
+    def _half_joined(self, host: HostContext, state: JoinState) -> StepFailed:
+        return StepFailed(f"{host.name} holds a kubeadm join that stopped half way: {', '.join(state.missing)} "
+                          "missing", hint=reset_hint(host))
+
     async def check(self, host: HostContext) -> bool:
-        joined = sh("test", "-f", KUBELET_CONF, readonly=True) & commands.unit_active("kubelet")
-        return (await host.run(joined, check=False)).ok
+        state = await join_state(host, self.control_plane)
+        if state.done or not state.present:
+            return state.done
+        if state.partial:
+            raise self._half_joined(host, state)  # "would change", and why, in a plan
+        raise StepFailed(f"{host.name} has joined, but kubelet is not running")
 
     async def run(self, host: HostContext) -> None:
+        state = await join_state(host, self.control_plane)
+        if state.partial:
+            raise self._half_joined(host, state)
+        if state.present:  # joined, kubelet stopped
+            await host.run(sh("systemctl", "start", "kubelet"))
+            return
         cluster = host.cluster
         token = await join_token(host)
         ca = (cluster_pki(cluster).root / "ca.crt").read_bytes()
@@ -307,8 +385,7 @@ def unhealthy_components(pods_json: str, control_planes: list[str]) -> list[str]
         ready = any(c.get("type") == "Ready" and c.get("status") == "True"
                     for c in pod.get("status", {}).get("conditions", []))
         seen[f"{component}@{node}"] = ready
-    wanted = [f"{c}@{n}" for n in control_planes for c in ("kube-apiserver", "kube-controller-manager",
-                                                           "kube-scheduler")]
+    wanted = [f"{c}@{n}" for n in control_planes for c in CONTROL_PLANE_COMPONENTS]
     return [w for w in wanted if not seen.get(w)]
 
 

@@ -367,9 +367,16 @@ class Packages(Step):
         family = (await host.facts()).os_family
         supported_family(family)
         pkgs = self.wanted(host.cluster, family)
-        res = await host.run(installed_query(family, pkgs), check=False)
+        if family != "debian":
+            res = await host.run(installed_query(family, pkgs), check=False)
+            have = installed_from(family, res.stdout)
+            return [p for p in pkgs if p not in have]
+        # apt accepts `name=version` and `name:arch`; dpkg-query knows packages by name (and name:arch) only
+        # and prints the bare name, so each wanted entry is asked and compared by what dpkg calls it.
+        queried = {p: p.split("=", 1)[0] for p in pkgs}
+        res = await host.run(installed_query(family, sorted(set(queried.values()))), check=False)
         have = installed_from(family, res.stdout)
-        return [p for p in pkgs if p not in have]
+        return [p for p, q in queried.items() if q.split(":", 1)[0] not in have]
 
     async def check(self, host: HostContext) -> bool:
         return not await self._missing(host)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from kubexm import __version__
-from kubexm.engine.context import PLANNING, HostContext, RunContext
+from kubexm.engine.context import HostContext, RunContext
 from kubexm.engine.selectors import DEPLOY
 from kubexm.engine.step import Step
 from kubexm.errors import ConnectionFault, KubexmError, StepFailed
@@ -77,12 +77,11 @@ def _ports_for(roles: list[str], table: dict[str, tuple[int, ...]]) -> list[int]
     return sorted({p for r in roles for p in table.get(r, ())})
 
 
-def probe_script(peers: list[tuple[str, str, int]], *, reach: bool = True) -> Cmd:
-    """One command printing KEY=VALUE lines: commands found, listening ports, peer reachability.
+def probe_script(peers: list[tuple[str, str, int]]) -> Cmd:
+    """One read-only command printing KEY=VALUE lines: commands found, listening ports, peer reachability.
 
     Reachability is tested with bash's /dev/tcp: "refused" proves the peer answers at the IP level
-    (nothing listens yet before the cluster exists), a timeout means it is unreachable. ``reach=False``
-    leaves it out (``reach_tested=0``): see ``peer_probe``.
+    (nothing listens yet before the cluster exists), a timeout means it is unreachable.
     """
     parts = [
         script("export LC_ALL=C", readonly=True),
@@ -96,11 +95,9 @@ def probe_script(peers: list[tuple[str, str, int]], *, reach: bool = True) -> Cm
         script('getent hosts "$(hostname)" >/dev/null 2>&1 && echo dns_self=1 || echo dns_self=0', readonly=True),
         script("echo have_bash=$(command -v bash >/dev/null 2>&1 && echo 1 || echo 0)", readonly=True),
     ]
-    if reach and peers:
+    if peers:
         parts += [peer_probe(name, addr, port) for name, addr, port in peers]
         parts.append(script("wait", readonly=True))
-    elif peers:
-        parts.append(script("echo reach_tested=0", readonly=True))
     parts.append(script("echo now=$(date +%s.%N)", readonly=True))
     return seq(*parts)
 
@@ -108,16 +105,15 @@ def probe_script(peers: list[tuple[str, str, int]], *, reach: bool = True) -> Cm
 def peer_probe(name: str, addr: str, port: int) -> Cmd:
     """Tries a TCP connection to a peer in the background; prints ``reach_<name>_<port>=open|refused|timeout|...``.
 
-    The connection itself only reads (``: </dev/tcp/...`` opens a socket and closes it), but it needs bash
-    under ``timeout``, which the read-only verifier of kubexm.hosts.shell cannot see into: this command is
-    not declared read-only, so a plan (a dry run) leaves it out and says so in the network row.
+    Read-only, and verified as such: the script bash runs is a literal (``: <"/dev/tcp/$1/$2"`` opens a socket
+    and closes it, sending nothing); the address and port reach it only as its positional parameters.
     """
-    connect = shell(": <{target}", target=f"/dev/tcp/{addr}/{port}", readonly=True)
     return shell(
-        "{{ ( out=$(timeout 3 bash -c {connect} 2>&1); rc=$?; if [ $rc -eq 0 ]; then r=open; "
+        "{{ ( out=$(timeout 3 bash -c ': <\"/dev/tcp/$1/$2\"' kubexm-probe {addr} {port} 2>&1); rc=$?; "
+        "if [ $rc -eq 0 ]; then r=open; "
         "elif [ $rc -eq 124 ]; then r=timeout; elif printf '%s' \"$out\" | grep -qi refused; then r=refused; "
         "else r=unreachable; fi; printf '%s=%s\\n' {key} \"$r\" ) & }}",
-        connect=connect.text, key=f"reach_{name}_{port}")
+        addr=addr, port=port, key=f"reach_{name}_{port}", readonly=True)
 
 
 def _kv(text: str) -> dict[str, str]:
@@ -253,9 +249,6 @@ def evaluate(cluster: Cluster, name: str, facts: Facts, probe: dict[str, str], s
 
     if not peers:
         add("network", "pass", "no other hosts to reach")
-    elif probe.get("reach_tested") == "0":
-        add("network", "warn", f"reachability of {len({p for p, _, _ in peers})} peers is tested when the run goes "
-                               "ahead, not in a dry run (the probe needs bash -c, which a read-only plan does not run)")
     elif probe.get("have_bash") != "1":
         add("network", "warn", "bash is missing, peer reachability was not tested")
     else:
@@ -294,8 +287,7 @@ class CheckHost(Step):
             try:
                 facts = await host.facts()
                 t0 = time.time()
-                # While planning only read-only commands may run: the peer probe is left out (see peer_probe).
-                probe_cmd = probe_script(peers, reach=not PLANNING.get())
+                probe_cmd = probe_script(peers)
                 res = await host.run(probe_cmd, sudo=False, check=False, display="preflight probe")
                 t1 = time.time()
                 break

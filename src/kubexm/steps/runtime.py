@@ -20,6 +20,7 @@ from kubexm.engine.step import Step
 from kubexm.errors import KubexmError, StepFailed
 from kubexm.hosts.shell import Cmd, script, sh, shell
 from kubexm.spec.models import Cluster
+from kubexm.steps.common import kubexm_command
 from kubexm.templates import render
 
 CONFIG = "/etc/containerd/config.toml"
@@ -237,9 +238,13 @@ class RefuseRuntimeSwitch(Step):
         if wanted == "docker":
             active = [s for s in active if s != "containerd"]
         if active:
+            role = "control-plane" if "control-plane" in host.roles else "worker"
+            remove = kubexm_command(host, "delete", "nodes", "--nodes", host.name)
+            add = kubexm_command(host, "add", "nodes", "--nodes", host.name, "--role", role)
             raise StepFailed(f"{host.name} already runs {', '.join(active)}, the spec asks for {wanted}",
-                             hint="kubexm does not switch runtimes on a node: drain it, remove it "
-                                  "(kubexm delete nodes) and add it back, or set spec.containerRuntime.type")
+                             hint=f"kubexm does not switch runtimes on a node: remove it (`{remove}`), uninstall "
+                                  f"{', '.join(active)} there and add it back (`{add}`), or set "
+                                  "spec.containerRuntime.type")
 
 
 _ACTIVE_RUNTIMES = script('for s in docker crio containerd; do systemctl is-active -q "$s" 2>/dev/null && echo "$s"; '

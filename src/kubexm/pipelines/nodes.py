@@ -1,10 +1,9 @@
-"""Day-2 Kubernetes pipelines: add and delete nodes, upgrade, cordon/uncordon, restart, delete the cluster."""
+"""Node pipelines: add nodes, delete nodes, cordon and uncordon (upgrades: ``pipelines.upgrade``)."""
 
 from __future__ import annotations
 
-from kubexm.engine import SERIAL, Module, Pipeline, Task, deploy_machine, first, role, rolling
-from kubexm.engine.selectors import Selector
-from kubexm.modules.assets import AssetsModule, DistributeAssets
+from kubexm.engine import SERIAL, Module, Pipeline, Task, deploy_machine, first, role
+from kubexm.modules.assets import AssetsModule
 from kubexm.modules.infrastructure import InfrastructureModule
 from kubexm.modules.kubernetes import (
     FetchKubeconfig,
@@ -17,20 +16,8 @@ from kubexm.modules.loadbalancer import InstallHaproxyKeepalived, InternalApiPro
 from kubexm.modules.runtime import ContainerRuntimeModule
 from kubexm.pipelines.etcd_ops import AddNodesEtcdModule, DeleteNodesEtcdModule
 from kubexm.spec.models import Cluster
-from kubexm.steps.binaries import InstallBinaries
-from kubexm.steps.kube_ops import (
-    CheckUpgradeSkew,
-    Cordon,
-    DeleteNodeObject,
-    Drain,
-    KubeadmReset,
-    KubeadmUpgrade,
-    RefuseLastControlPlane,
-    RestartKubelet,
-    TeardownNode,
-    plan_upgrade,
-)
 from kubexm.steps.kubernetes import ExpireJoinToken, KubeadmJoin, LabelNodes, PlaceKubernetesCerts
+from kubexm.steps.nodes import Cordon, DeleteNodeObject, Drain, KubeadmReset, RefuseLastControlPlane
 
 K8S = frozenset({"kubernetes"})
 
@@ -96,65 +83,9 @@ DELETE_KUBE_NODES = Pipeline(
     description="delete nodes: leave etcd when members (quorum kept), then drain and remove from Kubernetes",
 )
 
-# -- upgrade -----------------------------------------------------------------------------------
-# The plan is reported while the task's steps are listed (plan_upgrade), which an offline `--plan` run does too.
-PlanUpgrade = Task("PlanUpgrade", steps=plan_upgrade, hosts=deploy_machine(), tags=frozenset({"plan"}),
-                   description="the ordered upgrade plan (refuses a skipped minor or a downgrade)")
-CheckSkew = Task("CheckUpgradeSkew", steps=[CheckUpgradeSkew()], hosts=first(role("control-plane")),
-                 tags=frozenset({"control-plane", "worker"}), description="running version vs --to-version")
-
-
-def _upgrade_steps(apply: bool) -> list[object]:
-    return [InstallBinaries("kubeadm", ("kubeadm",)), KubeadmUpgrade(apply=apply), Cordon(), Drain(upgrade=True),
-            InstallBinaries("kubelet", ("kubelet",)), InstallBinaries("kubectl", ("kubectl",)), RestartKubelet(),
-            Cordon(uncordon=True)]
-
-
-UpgradeFirstControlPlane = Task(
-    "UpgradeFirstControlPlane", steps=_upgrade_steps(True), hosts=first(role("control-plane")),  # type: ignore[arg-type]
-    tags=frozenset({"control-plane"}), description="kubeadm upgrade apply on the first control-plane node",
-)
-UpgradeOtherControlPlanes = Task(
-    "UpgradeOtherControlPlanes", steps=_upgrade_steps(False),  # type: ignore[arg-type]
-    hosts=Selector("rest(role:control-plane)", lambda c: [h.name for h in c.hosts_with_role("control-plane")][1:]),
-    tags=frozenset({"control-plane"}), strategy=SERIAL,
-    description="kubeadm upgrade node on the other control-plane nodes, one at a time",
-)
-
-
-def _upgrade_workers() -> Task:
-    steps = [Cordon(), Drain(upgrade=True), InstallBinaries("kubeadm", ("kubeadm",)), KubeadmUpgrade(),
-             InstallBinaries("kubelet", ("kubelet",)), InstallBinaries("kubectl", ("kubectl",)), RestartKubelet(),
-             Cordon(uncordon=True)]
-    return Task("UpgradeWorkerNodes", steps=steps, hosts=workers_only(), tags=frozenset({"worker"}),
-                strategy=rolling(1, option="node_concurrency"),
-                description="workers --node-concurrency at a time: drain, upgrade, restart kubelet, uncordon")
-
-
-UPGRADE_CLUSTER = Pipeline(
-    "UpgradeClusterPipeline",
-    # The new release files are relayed once the upgrade is known to be allowed, before the first node.
-    modules=[Module("UpgradeControlPlaneModule", [PlanUpgrade, CheckSkew, DistributeAssets,
-                                                  UpgradeFirstControlPlane, UpgradeOtherControlPlanes],
-                    tags=frozenset({"control-plane"})),
-             Module("UpgradeWorkersModule", [_upgrade_workers()], tags=frozenset({"worker"}))],
-    description="upgrade Kubernetes: control planes one at a time, then workers in batches",
-)
-
-# -- cordon / uncordon / delete cluster ----------------------------------------------------------
+# -- cordon / uncordon -------------------------------------------------------------------------
 CORDON_NODE = Pipeline("CordonNodePipeline", [Module("Cordon", [Task("Cordon", [Cordon()], hosts=kube_nodes())])],
                        description="mark nodes unschedulable")
 UNCORDON_NODE = Pipeline("UncordonNodePipeline",
                          [Module("Uncordon", [Task("Uncordon", [Cordon(uncordon=True)], hosts=kube_nodes())])],
                          description="mark nodes schedulable again")
-
-DELETE_CLUSTER = Pipeline(
-    "DeleteClusterPipeline",
-    [Module("TeardownModule", [Task("TeardownNodes", [TeardownNode()],
-                                    hosts=Selector("all", lambda c: [h.name for h in c.spec.hosts]),
-                                    on_failure="continue",
-                                    description="reset every node in parallel; etcd backups are kept")])],
-    description="delete the cluster from every node (backups kept)",
-)
-
-ALL = [ADD_KUBE_NODES, DELETE_KUBE_NODES, UPGRADE_CLUSTER, CORDON_NODE, UNCORDON_NODE, DELETE_CLUSTER]
