@@ -22,6 +22,7 @@ import pytest
 import typer
 
 from kubexm.cli.main import VERBS, register
+from kubexm.spec.models import DEFAULT_K8S_VERSION as SAMPLE_VERSION
 
 ROOT = Path(__file__).resolve().parents[2]
 KUBEXM = str(Path(sys.executable).with_name("kubexm"))
@@ -346,7 +347,7 @@ def test_cluster_file_and_stored_cluster_flags_come_together() -> None:
 
 
 # Commands whose product is a file: -o takes its path (documented so since they were written).
-FILE_OUTPUT = {("create", "config"), ("generate", "docs"), ("audit", "export")}
+FILE_OUTPUT = {("create", "config"), ("generate", "docs"), ("audit", "export"), ("offline", "package")}
 PRINTS_DATA = [("get", "clusters"), ("get", "nodes"), ("describe", "cluster"), ("config", "get-contexts"),
                ("config", "view"), ("audit",)]
 
@@ -387,3 +388,105 @@ def test_generate_docs_states_the_output_rule(tmp_path: Path) -> None:
     assert res.returncode == 0
     head = res.stdout.split("### ", 1)[0]
     assert "`-o/--output` is the output format" in head and "--yes" in head and "--local" in head
+
+
+# -- upgrade skew, argument validation, secrets on the command line --------------------------------------------------
+
+def _one_error_line(res: subprocess.CompletedProcess[str]) -> str:
+    assert res.returncode != 0
+    assert_not_broken(res, " ".join(res.args))
+    (line,) = res.stderr.strip().splitlines()
+    assert line.startswith("error:")
+    return line
+
+
+# The sample's version, and versions one minor up, two minors up and one down from it.
+_MAJOR, _MINOR = (int(p) for p in SAMPLE_VERSION.lstrip("v").split(".")[:2])
+NEXT, SKIP, OLDER = f"v{_MAJOR}.{_MINOR + 1}.3", f"v{_MAJOR}.{_MINOR + 2}.0", f"v{_MAJOR}.{_MINOR - 1}.4"
+
+
+@pytest.mark.parametrize(("to", "problem"), [(SKIP, "skips a minor version"), (OLDER, "does not downgrade")])
+def test_upgrade_refuses_a_skipped_minor_or_a_downgrade_before_connecting(to: str, problem: str, sample: Path,
+                                                                           tmp_path: Path) -> None:
+    """No stored record of the cluster: the cluster file's version is the running one."""
+    home = tmp_path / "home"
+    for extra in (["--plan"], ["-y"]):  # with -y the refusal comes before any connection, lock or record
+        res = kubexm("upgrade", "cluster", "-f", str(sample), "--to-version", to, *extra, home=home)
+        line = _one_error_line(res)
+        assert res.returncode == 2
+        assert problem in line and SAMPLE_VERSION in line and to in line, line
+        assert res.stdout == ""
+        assert _changed(home) == []
+    res = kubexm("upgrade", "cluster", "-f", str(sample), "--to-version", NEXT, "--plan", home=home)
+    assert res.returncode == 0, res.stderr
+    assert f"{SAMPLE_VERSION} -> {NEXT}" in res.stdout
+
+
+def test_upgrade_judges_the_skew_from_the_stored_version(sample: Path, tmp_path: Path) -> None:
+    """The state store's last applied spec is one minor up (the cluster file still names the old version): one
+    more minor up from there is fine, going back to the file's version is a downgrade."""
+    from kubexm.state.store import Store
+
+    home = tmp_path / "home"
+    home.mkdir()
+    store = Store(home / "state.db")
+    try:
+        store.save_cluster("prod", sample.read_text().replace(SAMPLE_VERSION, NEXT), "ok", str(sample))
+    finally:
+        store.close()
+    res = kubexm("upgrade", "cluster", "-f", str(sample), "--to-version", SKIP, "--plan", home=home)
+    assert res.returncode == 0, res.stderr
+    assert f"{NEXT} -> {SKIP}" in res.stdout
+    line = _one_error_line(kubexm("upgrade", "cluster", "-c", "prod", "--to-version", SAMPLE_VERSION, "--plan",
+                                  home=home))
+    assert f"older than the running {NEXT}" in line
+
+
+@pytest.mark.parametrize("args", [["Hello"], ["x;reboot"], ["$(id)"], ["-n", "a b", "hello"], ["hello", "-n", "kube_system"]],
+                         ids=lambda a: " ".join(a))
+def test_delete_addon_refuses_a_name_that_is_no_dns_label(args: list[str], sample: Path, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    res = kubexm("delete", "addon", *args, "-f", str(sample), "-y", home=home)
+    line = _one_error_line(res)
+    assert res.returncode == 2
+    assert ("--namespace" if "-n" in args else "NAME") in line and "is not a DNS-1123 label" in line, line
+    assert _changed(home) == []
+
+
+def _loopback_cluster(sample: Path, where: Path) -> Path:
+    """The sample with its hosts on loopback addresses where nothing listens: a run starts, is recorded, and
+    every connection is refused at once."""
+    text = re.sub(r"address: 192\.168\.0\.1(\d)", r"address: 127.0.0.1\1", sample.read_text())
+    text = re.sub(r"privateKeyPath: .*", "port: 1", text)
+    path = where / "cluster.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_secret_settings_on_the_command_line_never_reach_kubexm_home(sample: Path, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    cluster = _loopback_cluster(sample, tmp_path)
+    secrets = ["--set=spec.hosts[0].sudoPassword=S3cret-one", "-e", "spec.hosts[1].password=S3cret-two",
+               "-espec.hosts[2].sudoPassword=S3cret-three"]
+    for extra in (["--dry-run"], ["-y"]):  # a planned run (history, lock) and a real one (audit too)
+        res = kubexm("run", "task", "PreflightChecks", "-f", str(cluster), *secrets, *extra, home=home)
+        assert_not_broken(res, " ".join(res.args))
+        assert "S3cret" not in res.stdout + res.stderr
+    # The dotted list index is no path kubexm reads: refused, and not recorded either.
+    res = kubexm("create", "cluster", "-f", str(cluster), "--set=spec.hosts.0.sudoPassword=S3cret-four", "--dry-run",
+                 home=home)
+    assert_not_broken(res, " ".join(res.args))
+    assert "S3cret" not in res.stdout + res.stderr
+    leaks = [str(p) for p in home.rglob("*") if p.is_file() and b"S3cret" in p.read_bytes()]
+    assert leaks == []
+    import sqlite3
+
+    db = sqlite3.connect(home / "state.db")
+    try:  # both runs were recorded, with the settings in place but their values redacted
+        history = [str(row[0]) for row in db.execute("SELECT command FROM runs")]
+        audited = [str(row[0]) for row in db.execute("SELECT action FROM audit")]
+    finally:
+        db.close()
+    assert len(history) == 2 and audited
+    for command in history + audited:
+        assert "sudoPassword=<redacted>" in command and "password=<redacted>" in command, command

@@ -27,14 +27,14 @@ app = typer.Typer(
 # defined anywhere else would be missing exactly when it is used; tests/cli/test_cli_surface.py imports each
 # verb's module alone and compares. Help, completion and the reference generator register all of them.
 VERBS: tuple[str, ...] = ("create", "run", "get", "describe", "config", "audit", "generate", "backup", "restore",
-                          "certs", "add", "delete", "upgrade", "cordon", "uncordon", "restart",
-                          "lab")  # lab: optional tooling for tests and demos; the CLI works without it
+                          "certs", "add", "delete", "upgrade", "cordon", "uncordon", "restart", "registry",
+                          "offline", "token", "lab")  # lab: optional tooling for tests and demos; the CLI works without it
 OPTIONAL_VERBS = frozenset({"lab"})
 _registered: set[str] = set()
 # Command lines that reach hosts over SSH (a verb, or a verb and its noun). For these the connection keeper
 # is started first thing, so that its start-up runs beside this process's imports rather than after them.
 REACHES_HOSTS = frozenset({"run", "create cluster", "add", "delete", "upgrade", "backup", "restore", "certs",
-                           "cordon", "uncordon", "restart"})
+                           "cordon", "uncordon", "restart", "registry", "token"})
 
 
 def verb_module(verb: str) -> str:

@@ -7,6 +7,7 @@ from kubexm.engine.selectors import Selector
 from kubexm.spec.models import Cluster
 from kubexm.steps.balancer import KubeVipManifest
 from kubexm.steps.binaries import InstallBinaries
+from kubexm.steps.cert_timer import CertAutoRenewTimer
 from kubexm.steps.kubernetes import (
     EnsureKubernetesPKI,
     ExpireJoinToken,
@@ -78,6 +79,13 @@ FetchKubeconfig = Task(
 )
 
 
+CertAutoRenewal = Task(
+    "CertAutoRenewal", steps=[CertAutoRenewTimer()], hosts=role("control-plane") | role("etcd"),
+    tags=TAGS | {"pki", "certs"},
+    description="spec.pki.autoRenew: a systemd timer renewing certificates before they expire (removed when off)",
+)
+
+
 def _kubeadm(cluster: Cluster) -> bool:
     return cluster.spec.kubernetes.deploy_mode == "kubeadm"
 
@@ -85,7 +93,7 @@ def _kubeadm(cluster: Cluster) -> bool:
 KubernetesModule = Module(
     "KubernetesModule",
     tasks=[GenerateKubernetesPKI, InstallKubernetes, BootstrapFirstMaster, JoinOtherMasters,
-           KubeVipAllControlPlanes, JoinWorkers, FetchKubeconfig],
+           KubeVipAllControlPlanes, JoinWorkers, FetchKubeconfig, CertAutoRenewal],
     enabled=_kubeadm, tags=TAGS,
     description="bring up Kubernetes with kubeadm on kubexm's certificates",
 )

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 from kubexm.pipelines.adhoc import RUN_COMMAND
-from kubexm.pipelines.cluster import CREATE_CLUSTER
+from kubexm.pipelines.certs import CHECK_CERTS, RENEW_CERTS
+from kubexm.pipelines.cluster import CREATE_CLUSTER, DELETE_CLUSTER
 from kubexm.pipelines.etcd_ops import (
     ADD_NODES,
     BACKUP_CLUSTER,
-    CHECK_CERTS,
     DELETE_NODES,
-    RENEW_CERTS,
     RESTORE_CLUSTER,
 )
-from kubexm.pipelines.kubernetes_ops import ALL as KUBERNETES_OPS
+from kubexm.pipelines.nodes import ADD_KUBE_NODES, CORDON_NODE, DELETE_KUBE_NODES, UNCORDON_NODE
+from kubexm.pipelines.registry import ALL as REGISTRY_OPS
+from kubexm.pipelines.tokens import ALL as TOKEN_OPS
+from kubexm.pipelines.upgrade import UPGRADE_CLUSTER
 
 ALL = [CREATE_CLUSTER, RUN_COMMAND, BACKUP_CLUSTER, RESTORE_CLUSTER, CHECK_CERTS, RENEW_CERTS, ADD_NODES, DELETE_NODES,
-       *KUBERNETES_OPS]
+       ADD_KUBE_NODES, DELETE_KUBE_NODES, UPGRADE_CLUSTER, CORDON_NODE, UNCORDON_NODE, DELETE_CLUSTER, *REGISTRY_OPS,
+       *TOKEN_OPS]

@@ -274,7 +274,11 @@ class Registry(SpecModel):
     private_registry: RegistryPrefix | None = None
     namespace_override: RepositoryPath | None = None
     auths: list[RegistryAuth] = Field(default_factory=list)
-    type: Literal["none", "docker-registry"] = "none"
+    type: Literal["none", "docker-registry"] = Field(default="none", description=(
+        "docker-registry: `kubexm registry up` runs the CNCF distribution registry on the hosts of role "
+        "registry, with TLS from kubexm's PKI and the users of the auths entry for its address"))
+    port: Annotated[int, Field(ge=1, le=65535)] = Field(default=5000, description="HTTPS port of that registry")
+    data_dir: AbsPath = Field(default="/var/lib/docker-registry", description="where that registry stores images")
 
 
 class Addon(SpecModel):
@@ -340,12 +344,21 @@ class Preflight(SpecModel):
     max_clock_skew_seconds: float = 5.0
 
 
+class CertAutoRenew(SpecModel):
+    """A systemd timer on control-plane and etcd nodes renewing certificates before they expire."""
+
+    enabled: bool = False
+    before_days: Annotated[int, Field(ge=1, le=365, description="renew what expires within this many days")] = 30
+    on_calendar: Schedule = Field(default="weekly", description="systemd OnCalendar= of the check")
+
+
 class PKISettings(SpecModel):
     """How kubexm issues certificates (existing CAs are always reused, whatever these say)."""
 
     key_type: Literal["rsa", "ecdsa"] = "rsa"
     ca_validity_days: Annotated[int, Field(ge=1, le=36500)] = 3650
     cert_validity_days: Annotated[int, Field(ge=1, le=3650)] = 365
+    auto_renew: CertAutoRenew = Field(default_factory=CertAutoRenew)
 
 
 class Assets(SpecModel):
