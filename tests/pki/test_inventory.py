@@ -97,7 +97,7 @@ def test_an_expired_ca_or_a_missing_ca_key_is_refused_with_the_fix(pki: PKI) -> 
     with pytest.raises(KubexmError) as err:
         check_ca(pki, "ca")
     assert "expired" in err.value.message and "rotated" in err.value.message and "\n" not in str(err.value)
-    assert "rotate-ca" in (err.value.hint or "") and "certs renew --all" in (err.value.hint or "")
+    assert "rotate it by hand" in (err.value.hint or "") and "certs renew --all" in (err.value.hint or "")
     with pytest.raises(KubexmError, match=r"CA key .*front-proxy-ca\.key is missing"):
         pki.key("front-proxy-ca").unlink()
         check_ca(pki, "front-proxy-ca")
