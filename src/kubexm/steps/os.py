@@ -374,7 +374,7 @@ class Packages(Step):
         # apt accepts `name=version` and `name:arch`; dpkg-query knows packages by name (and name:arch) only
         # and prints the bare name, so each wanted entry is asked and compared by what dpkg calls it.
         queried = {p: p.split("=", 1)[0] for p in pkgs}
-        res = await host.run(installed_query(family, sorted(set(queried.values()))), check=False)
+        res = await host.run(installed_query(family, list(dict.fromkeys(queried.values()))), check=False)
         have = installed_from(family, res.stdout)
         return [p for p, q in queried.items() if q.split(":", 1)[0] not in have]
 
