@@ -18,6 +18,7 @@ import shutil
 import signal
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,32 +108,71 @@ def setup(count: int, root: Path) -> tuple[list[BenchHost], Path]:
     _run("ip", "link", "add", BRIDGE, "type", "bridge")
     _run("ip", "addr", "add", f"{gateway}/{NET.prefixlen}", "dev", BRIDGE)
     _run("ip", "link", "set", BRIDGE, "up")
-    hosts: list[BenchHost] = []
-    STATE.write_text(json.dumps({"root": str(root), "hosts": []}))
-    for i in range(count):
-        addr = str(NET.network_address + 256 + i + 1)  # 10.214.1.1, ...
-        h = BenchHost(f"h{i + 1:03d}", addr, f"kxb-{i + 1}", f"kxbv{i + 1}")
-        hosts.append(h)
-        STATE.write_text(json.dumps({"root": str(root), "hosts": [vars(x) for x in hosts]}))
-        _run("ip", "netns", "add", h.netns)
-        _run("ip", "link", "add", h.veth, "type", "veth", "peer", "name", "eth0", "netns", h.netns)
-        _run("ip", "link", "set", h.veth, "master", BRIDGE, "up")
-        _run("ip", "-n", h.netns, "addr", "add", f"{addr}/{NET.prefixlen}", "dev", "eth0")
-        _run("ip", "-n", h.netns, "link", "set", "eth0", "up")
-        _run("ip", "-n", h.netns, "link", "set", "lo", "up")
-        data = WORK / h.name
-        data.mkdir(parents=True, exist_ok=True)
-        shutil.chown(data, USER)
-        tmp = WORK / f"{h.name}.tmp"
-        tmp.mkdir(parents=True, exist_ok=True)
-        os.chmod(tmp, 0o1777)
-        cfg = _sshd_config(h, host_key)
-        # A private mount namespace per host: /srv/kxbench and /tmp are this host's own, as on a machine.
-        _run("ip", "netns", "exec", h.netns, "unshare", "--mount", "--propagation", "private", "sh", "-c",
-             f"mkdir -p /srv/kxbench && mount --bind {data} /srv/kxbench && mount --bind {tmp} /tmp && "
-             f"exec /usr/sbin/sshd -f {cfg}")
-    _wait_ready(hosts)
+    hosts = [BenchHost(f"h{i + 1:03d}", str(NET.network_address + 256 + i + 1), f"kxb-{i + 1}", f"kxbv{i + 1}")
+             for i in range(count)]  # 10.214.1.1, ...
+    # All of them recorded before any is made: a crash half way still leaves teardown a complete list.
+    saved = _raise_kernel_limits(count)
+    STATE.write_text(json.dumps({"root": str(root), "hosts": [vars(x) for x in hosts], "sysctl": saved}))
+    # Each host is a handful of short `ip` commands and one sshd start: in parallel, 1,000 hosts take seconds.
+    with ThreadPoolExecutor(max_workers=min(32, max(1, count))) as pool:
+        list(pool.map(lambda h: _make_host(h, host_key), hosts))
+    _wait_ready(hosts, timeout=60 + count * 0.1)
     return hosts, key
+
+
+def _make_host(h: BenchHost, host_key: Path) -> None:
+    _run("ip", "netns", "add", h.netns)
+    _run("ip", "link", "add", h.veth, "type", "veth", "peer", "name", "eth0", "netns", h.netns)
+    _run("ip", "link", "set", h.veth, "master", BRIDGE, "up")
+    _run("ip", "-n", h.netns, "addr", "add", f"{h.address}/{NET.prefixlen}", "dev", "eth0")
+    _run("ip", "-n", h.netns, "link", "set", "eth0", "up")
+    _run("ip", "-n", h.netns, "link", "set", "lo", "up")
+    data = WORK / h.name
+    data.mkdir(parents=True, exist_ok=True)
+    shutil.chown(data, USER)
+    tmp = WORK / f"{h.name}.tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    os.chmod(tmp, 0o1777)
+    cfg = _sshd_config(h, host_key)
+    # A private mount namespace per host: /srv/kxbench and /tmp are this host's own, as on a machine.
+    _run("ip", "netns", "exec", h.netns, "unshare", "--mount", "--propagation", "private", "sh", "-c",
+         f"mkdir -p /srv/kxbench && mount --bind {data} /srv/kxbench && mount --bind {tmp} /tmp && "
+         f"exec /usr/sbin/sshd -f {cfg}")
+
+
+# What a bridge of many hosts needs from the machine's own kernel, per host: one neighbour entry (ARP) each,
+# beyond the default table of 1,024; a few more open files and a deeper accept queue for the clients.
+def _kernel_wants(count: int) -> dict[str, int]:
+    table = max(1024, 4 * count)
+    return {
+        "net/ipv4/neigh/default/gc_thresh1": table,
+        "net/ipv4/neigh/default/gc_thresh2": table * 2,
+        "net/ipv4/neigh/default/gc_thresh3": table * 4,
+        "net/core/somaxconn": max(4096, count * 2),
+        "net/ipv4/tcp_max_syn_backlog": max(4096, count * 2),
+    }
+
+
+def _raise_kernel_limits(count: int) -> dict[str, str]:
+    """Raise what is too low for ``count`` hosts; returns the previous values (restored by teardown)."""
+    saved: dict[str, str] = {}
+    for key, want in _kernel_wants(count).items():
+        path = Path("/proc/sys") / key
+        try:
+            current = path.read_text().strip()
+        except OSError:
+            continue
+        if current.isdigit() and int(current) < want:
+            saved[key] = current
+            path.write_text(f"{want}\n")
+    return saved
+
+
+def _restore_kernel_limits(saved: dict[str, str]) -> None:
+    # thresh3 must stay >= thresh2 >= thresh1 while they come down: restore in reverse order of raising.
+    for key, value in reversed(list(saved.items())):
+        with contextlib.suppress(OSError):
+            (Path("/proc/sys") / key).write_text(f"{value}\n")
 
 
 def _wait_ready(hosts: list[BenchHost], timeout: float = 60) -> None:
@@ -155,25 +195,42 @@ def _wait_ready(hosts: list[BenchHost], timeout: float = 60) -> None:
         raise RuntimeError(f"sshd did not come up on {', '.join(h.name for h in pending[:5])}")
 
 
+def _remove_host(h: dict[str, str]) -> None:
+    pid_file = ETC / f"sshd-{h['name']}.pid"
+    with contextlib.suppress(OSError, ValueError):
+        os.kill(int(pid_file.read_text()), signal.SIGTERM)
+    # Session sshds (and what they run) outlive their listener and would keep the namespace alive:
+    # end everything that still runs inside it.
+    pids = _run("ip", "netns", "pids", h["netns"], check=False).stdout.split()
+    for pid in pids:
+        with contextlib.suppress(OSError, ValueError):
+            os.kill(int(pid), signal.SIGKILL)
+    _run("ip", "link", "del", h["veth"], check=False)
+    _run("ip", "netns", "del", h["netns"], check=False)
+
+
 def teardown() -> None:
     """Stop every sshd, remove namespaces, links, the bridge and the data; safe to call any time."""
     if STATE.exists():
         state = json.loads(STATE.read_text())
-        for h in state["hosts"]:
-            pid_file = ETC / f"sshd-{h['name']}.pid"
-            with contextlib.suppress(OSError, ValueError):
-                os.kill(int(pid_file.read_text()), signal.SIGTERM)
-            # Session sshds (and what they run) outlive their listener and would keep the namespace alive:
-            # end everything that still runs inside it.
-            pids = _run("ip", "netns", "pids", h["netns"], check=False).stdout.split()
-            for pid in pids:
-                with contextlib.suppress(OSError, ValueError):
-                    os.kill(int(pid), signal.SIGKILL)
-            _run("ip", "link", "del", h["veth"], check=False)
-            _run("ip", "netns", "del", h["netns"], check=False)
+        with ThreadPoolExecutor(max_workers=32) as pool:
+            list(pool.map(_remove_host, state["hosts"]))
+        _restore_kernel_limits(state.get("sysctl", {}))
         STATE.unlink()
     _run("ip", "link", "del", BRIDGE, check=False)
     if _run("mountpoint", "-q", str(WORK), check=False).returncode == 0:  # setup always tears down first: one mount
         _run("umount", "--lazy", str(WORK), check=False)
     shutil.rmtree(WORK, ignore_errors=True)
     Path("/etc/sudoers.d/kxbench").unlink(missing_ok=True)
+
+
+def stop_keepers(home: Path) -> None:
+    """Stop the keepers serving ``home`` and wait until they are gone (a first run must find none)."""
+    pattern = f"kubexm.hosts.keeper {home}/run/keeper-"
+    subprocess.run(["pkill", "-f", pattern], check=False)
+    deadline = time.monotonic() + 10
+    while subprocess.run(["pgrep", "-f", pattern], capture_output=True).returncode == 0:
+        if time.monotonic() > deadline:
+            subprocess.run(["pkill", "-9", "-f", pattern], check=False)
+            break
+        time.sleep(0.05)

@@ -42,6 +42,11 @@ class ConnectionFault(KubexmError):
     exit_code = 3
 
 
+class HostUnreachable(ConnectionFault):
+    """A host could not be dialled within its connect budget (refused, silent, or still unreachable after the
+    transient errors were retried). The engine does not dial it again in the same run."""
+
+
 class AuthenticationError(KubexmError):
     """Credentials were rejected. Not transient: retrying cannot help."""
 

@@ -222,3 +222,17 @@ def test_the_probe_runs_in_sh_and_a_hostile_peer_address_stays_one_word(tmp_path
         assert probe["reach_p_1"] == "refused"  # nothing listens on port 1 here
         assert probe["reach_odd_1"] in ("refused", "unreachable")
         assert list(tmp_path.iterdir()) == []
+
+
+def test_this_machines_limits_are_a_row(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kubexm.hosts import limits
+
+    _, _, events = run_preflight(fleet_with())
+    assert table(events)[("deploy-machine", "limits")][0] == "pass"
+    # A fleet bigger than the neighbour table on this machine's own subnet: a warning naming the sysctl.
+    monkeypatch.setattr(limits, "_local_networks", lambda: [__import__("ipaddress").ip_network("10.0.0.0/24")])
+    monkeypatch.setattr(limits, "_read_int", lambda path: 2)
+    report, _, events = run_preflight(fleet_with())
+    result, reason = table(events)[("deploy-machine", "limits")]
+    assert report.ok and result == "warn"
+    assert reason.startswith("3 hosts are on this machine's own subnets") and "gc_thresh2" in reason

@@ -23,6 +23,7 @@ from kubexm.api import Outcome
 from kubexm.engine import RunOptions
 from kubexm.engine.events import Listener
 from kubexm.hosts.base import ConnectOptions
+from kubexm.hosts.dial import connect_timeout
 from kubexm.hosts.keeper import persist_seconds
 from kubexm.render import ConsoleView, JsonLog
 from kubexm.render.console import print_failures
@@ -100,7 +101,7 @@ def run_options(*, dry_run: bool = False, offline: bool = False, tags: str | Non
         dry_run=dry_run, offline=offline, tags=wanted, skip_tags=skipped,
         nodes=[nodes] if nodes else None, skip_preflight=skip_preflight, parallel=parallel,
         connect=ConnectOptions(replace_host_keys=frozenset(accept_keys or ()), persist=persist_seconds(),
-                               command_timeout=command_timeout),
+                               command_timeout=command_timeout, connect_timeout=connect_timeout()),
     )
 
 

@@ -25,6 +25,7 @@ from kubexm.engine.task import Module, Pipeline, Task
 from kubexm.errors import (
     CommandFailed,
     ConnectionFault,
+    HostUnreachable,
     KubexmError,
     NotApplicable,
     StepFailed,
@@ -183,6 +184,10 @@ class Executor:
                     if task.on_failure == "stop":
                         stop.set()
 
+        if not run.options.offline:
+            # Dial every host of the task at once (handshakes are bounded by the dialer, not by task slots):
+            # hosts that are down are found together in one connect timeout instead of holding slots in turn.
+            await run.pool.dial_all([h for h in hosts if h != DEPLOY])
         if task.strategy.kind == "rolling":
             size = task.strategy.batch
             if task.strategy.batch_option:
@@ -321,6 +326,8 @@ class Executor:
                     status, message = "ok", ""
                 elif opts.dry_run and step.mutates:
                     status = "would-change"
+                    if run.observer is not None:
+                        await _planning(run.observer(task, step, host))
                 elif opts.dry_run:
                     await _planning(step.run(host))  # a read-only step's answer is part of the plan
                     status, message = "ok", ""
@@ -331,6 +338,11 @@ class Executor:
                 break
             except NotApplicable as na:
                 status, message = "not-applicable", na.reason
+                break
+            except HostUnreachable as exc:
+                # The dial already retried what was transient within the host's connect budget; the host
+                # is down or unreachable for this run, and waiting for it again would only hold others up.
+                status, message = "failed", exc.message
                 break
             except ConnectionFault as exc:
                 attempt += 1

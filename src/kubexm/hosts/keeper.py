@@ -303,6 +303,9 @@ async def serve(sock_path: Path, persist: float, unused_grace: float = UNUSED_GR
         await keeper.close()
 
 
+KEEPER_MAX_HOSTS = 20_000
+
+
 def main(argv: list[str]) -> int:
     """``python -m kubexm.hosts.keeper SOCKET PERSIST [UNUSED_GRACE]``; started by a kubexm run."""
     sock_path, persist = Path(argv[0]), float(argv[1])
@@ -324,6 +327,10 @@ def main(argv: list[str]) -> int:
     # What dialling needs, loaded before listening: a client that connects meanwhile simply waits for the
     # socket, and the first connections are not held up behind these imports on the event loop.
     import kubexm.hosts.ssh  # noqa: F401
+    from kubexm.hosts.limits import raise_open_files
+
+    # One keeper serves every run of this user, whatever the fleet: as many files as the hard limit allows.
+    raise_open_files(KEEPER_MAX_HOSTS)
     asyncio.run(serve(sock_path, persist, unused_grace))
     return 0
 

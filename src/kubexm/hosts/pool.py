@@ -6,8 +6,10 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 
+from kubexm.errors import ConnectionFault, HostUnreachable
 from kubexm.hosts.base import DEPLOY, Connection, ConnectOptions
 from kubexm.hosts.kept import KeeperDown, KeptConnection
+from kubexm.hosts.limits import raise_open_files
 from kubexm.hosts.local import LocalConnection
 from kubexm.spec.models import Bastion, Cluster, Host
 
@@ -48,6 +50,11 @@ class ConnectionPool:
         self._factory = factory or default_factory(cluster)
         self._conns: dict[str, Connection] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        # Hosts that could not be dialled in this run, and why: asked again, they answer at once instead of
+        # costing another connect timeout per task (a dead host is waited for once per run).
+        self._unreachable: dict[str, HostUnreachable] = {}
+        self._reached: set[str] = set()
+        raise_open_files(len(cluster.spec.hosts))
 
     def _spec(self, name: str) -> Host | None:
         return None if name == DEPLOY else self.cluster.host(name)
@@ -56,20 +63,37 @@ class ConnectionPool:
         lock = self._locks.setdefault(name, asyncio.Lock())
         async with lock:
             conn = self._conns.get(name)
+            if conn is None and name in self._unreachable:
+                raise self._unreachable[name]
             if conn is None:
                 spec = self._spec(name)
                 conn = self._factory(spec, self.options)
                 try:
-                    await conn.open()
-                except KeeperDown:
-                    if spec is None:
-                        raise
-                    # No connection keeper could be started (no writable run dir, a broken Python): this
-                    # run connects by itself, as it would with KUBEXM_PERSIST=0.
-                    conn = direct(spec, self.options, bastion_of(self.cluster, spec))
-                    await conn.open()
+                    try:
+                        await conn.open()
+                    except KeeperDown:
+                        if spec is None:
+                            raise
+                        # No connection keeper could be started (no writable run dir, a broken Python): this
+                        # run connects by itself, as it would with KUBEXM_PERSIST=0.
+                        conn = direct(spec, self.options, bastion_of(self.cluster, spec))
+                        await conn.open()
+                except HostUnreachable as exc:
+                    if name in self._reached:
+                        # It answered earlier in this run (sshd restarting, a reboot): worth the engine's
+                        # retries, like any transport fault.
+                        raise ConnectionFault(exc.message, hint=exc.hint) from None
+                    self._unreachable[name] = exc
+                    raise
+                self._reached.add(name)
                 self._conns[name] = conn
             return conn
+
+    async def dial_all(self, names: list[str]) -> None:
+        """Open the connections of ``names`` at once (handshakes bounded by kubexm.hosts.dial, not by task
+        slots), so hosts that are down are found in one connect timeout for all of them. Errors are kept for
+        the step that needs the host to report."""
+        await asyncio.gather(*(self.get(n) for n in names if n not in self._conns), return_exceptions=True)
 
     async def reset(self, name: str) -> None:
         """Drop a broken connection so the next ``get`` reconnects."""

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import asyncssh
 
 from kubexm import paths
-from kubexm.errors import AuthenticationError, ConnectionFault, HostKeyError, KubexmError
+from kubexm.errors import AuthenticationError, ConnectionFault, HostKeyError, HostUnreachable, KubexmError
 from kubexm.hosts.base import (
     KILL_AFTER,
     PID_MARK,
@@ -32,6 +32,7 @@ from kubexm.hosts.base import (
     kill_group,
     sudo_wrap,
 )
+from kubexm.hosts.dial import dial
 from kubexm.hosts.known_hosts import KnownHosts, KnownKey
 from kubexm.hosts.shell import sh
 
@@ -165,16 +166,21 @@ class SSHConnection(Connection):
                     tunnel: asyncssh.SSHClientConnection | None) -> asyncssh.SSHClientConnection:
         client = _PinningClient(name, address, port, self.options)
         where = f"{address}:{port}" + (f" via bastion {self.bastion.name}" if tunnel and self.bastion else "")
-        try:
+
+        async def attempt(budget: float) -> asyncssh.SSHClientConnection:
             conn, _ = await asyncssh.create_connection(
                 lambda: client, address, port, tunnel=tunnel,
                 known_hosts=([], [], []),  # nothing pre-trusted: every key goes through the pinning client
                 encryption_algs=_CIPHERS,
                 server_host_key_algs=_host_key_algs(client.store.lookup(address, port)),
-                connect_timeout=self.options.connect_timeout,
+                connect_timeout=budget,
                 keepalive_interval=15, keepalive_count_max=3,
                 config=None, **kwargs,
             )
+            return conn
+
+        try:
+            return await dial(attempt, self.options.connect_timeout)
         except asyncssh.HostKeyNotVerifiable:
             if client.mismatch == "unknown":
                 raise HostKeyError(f"{name} ({where}) is not in kubexm's known hosts",
@@ -195,10 +201,9 @@ class SSHConnection(Connection):
             ) from None
         except (TimeoutError, asyncssh.misc.ConnectionLost, asyncssh.DisconnectError, OSError) as exc:
             reason = _reason(exc)
-            raise ConnectionFault(f"{name}: cannot connect to {where}: {reason}",
+            raise HostUnreachable(f"{name}: cannot connect to {where}: {reason}",
                                   hint="check that the host is up, sshd listens on that port and no firewall blocks it")\
                 from None
-        return conn
 
     # -- commands -------------------------------------------------------------------------
     async def run(self, command: str, *, sudo: bool = True, stdin: bytes | str | None = None,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from kubexm.engine import Module, Task, all_hosts, deploy_machine
-from kubexm.steps.preflight import CheckHost, Greeting, LintClusterSpec, PreflightReport
+from kubexm.steps.preflight import CheckDeployMachine, CheckHost, Greeting, LintClusterSpec, PreflightReport
 
 GreetingTask = Task(
     "Greeting", steps=[Greeting()], hosts=deploy_machine(), tags=frozenset({"preflight", "always"}),
@@ -11,8 +11,8 @@ GreetingTask = Task(
 )
 
 LintTask = Task(
-    "LintClusterSpec", steps=[LintClusterSpec()], hosts=deploy_machine(), tags=frozenset({"preflight"}),
-    description="cross-check the cluster file",
+    "LintClusterSpec", steps=[LintClusterSpec(), CheckDeployMachine()], hosts=deploy_machine(), tags=frozenset({"preflight"}),
+    description="cross-check the cluster file and this machine's limits for the fleet",
 )
 
 PreflightChecks = Task(

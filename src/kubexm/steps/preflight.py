@@ -330,6 +330,26 @@ class LintClusterSpec(Step):
 
 
 @dataclass(frozen=True)
+class CheckDeployMachine(Step):
+    """Limits of the machine kubexm runs on that a large fleet reaches: open files and the neighbour table."""
+
+    mutates = False
+
+    def describe(self) -> str:
+        return "check this machine's limits for the fleet"
+
+    async def run(self, host: HostContext) -> None:
+        from kubexm.hosts.limits import neighbour_warning, raise_open_files
+
+        hosts = host.cluster.spec.hosts
+        found = findings(host.run_ctx)
+        warnings = [w for w in (raise_open_files(len(hosts)), neighbour_warning(h.address for h in hosts)) if w]
+        found.extend(Finding(DEPLOY, "limits", "warn", w) for w in warnings)
+        if not warnings:
+            found.append(Finding(DEPLOY, "limits", "pass", f"open files and neighbour table fit {len(hosts)} hosts"))
+
+
+@dataclass(frozen=True)
 class PreflightReport(Step):
     """Emit the host x check table and stop the run when a check failed (unless --skip-preflight)."""
 
