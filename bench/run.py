@@ -1,6 +1,7 @@
 """kubexm against ansible-core, pyinfra and a plain asyncssh script, on N SSH hosts of this machine.
 
-    python bench/run.py [--hosts 50] [--iterations 5] [--workloads a,b,c,d,e] [--blob-mb 100] [--smoke]
+    python bench/run.py [--hosts 50] [--iterations 5] [--workloads a,b,c,d,e,h] [--blob-mb 100] [--smoke]
+    python bench/run.py --workloads offline [--iterations 5]   # offline sync against skopeo (bench/offline.py)
 
 Each workload runs on every tool alternately, ITERATIONS times; the table shows medians, kubexm's ratio to
 each peer, and kubexm's peak memory. Hosts, processes and namespaces are removed afterwards, even on errors.
@@ -22,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench import hosts as bench_hosts
 from bench import peers
 from bench.drive import cluster_text
+from bench.hosts import stop_keepers
 
 HERE = Path(__file__).resolve().parent
 PY = sys.executable
@@ -54,18 +56,6 @@ def keeper_peak_kib(home: Path) -> int:
     return peak
 
 
-def stop_keepers(home: Path) -> None:
-    """Stop the keepers serving ``home`` and wait until they are gone (a first run must find none)."""
-    pattern = f"kubexm.hosts.keeper {home}/run/keeper-"
-    subprocess.run(["pkill", "-f", pattern], check=False)
-    deadline = time.monotonic() + 10
-    while subprocess.run(["pgrep", "-f", pattern], capture_output=True).returncode == 0:
-        if time.monotonic() > deadline:
-            subprocess.run(["pkill", "-9", "-f", pattern], check=False)
-            break
-        time.sleep(0.05)
-
-
 def timed(argv: list[str], env: dict[str, str]) -> tuple[float, int]:
     """Wall seconds and peak RSS (KiB) of one process; raises when it fails."""
     start = time.monotonic()
@@ -90,7 +80,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--hosts", type=int, default=50)
     ap.add_argument("--iterations", type=int, default=5)
-    ap.add_argument("--workloads", default="a,b,c,d,e")
+    ap.add_argument("--workloads", default=None,
+                    help="a,b,c,d,e,h (the default; h: health report against one run-command round) and/or offline "
+                         "(kubexm offline sync against skopeo sync)")
     ap.add_argument("--blob-mb", type=int, default=100)
     ap.add_argument("--ansible-iterations", type=int, default=None,
                     help="run ansible only this many times per workload (it takes minutes per run at 50 hosts)")
@@ -101,10 +93,28 @@ def main() -> int:
     args = ap.parse_args()
     if args.smoke:
         args.hosts, args.iterations, args.blob_mb = 5, 1, 1
+    requested = [w for w in (args.workloads or "a,b,c,d,e,h").split(",") if w]
+    # The offline workload needs no hosts; --smoke without --workloads runs its tiny size too (~6 s).
+    offline_too = "offline" in requested or (args.smoke and args.workloads is None)
+    workloads = [w for w in requested if w != "offline"]
+    if workloads:
+        code = hosts_main(args, workloads)
+        if code or not offline_too:
+            return code
+    from bench import offline
+
+    out = args.out.with_name(args.out.stem + "-offline.json") if args.out and workloads else args.out
+    if args.smoke and offline.missing_tools():  # CI keeps the harness working where skopeo is not installed
+        print(f"bench: offline workload skipped ({', '.join(offline.missing_tools())} not installed)")
+        return 0
+    return offline.run(args.iterations, args.smoke, out)
+
+
+def hosts_main(args: argparse.Namespace, workloads: list[str]) -> int:
+    """Workloads a-e, on SSH hosts made on this machine."""
     if os.geteuid() != 0:
         print("bench: run as root (it creates network namespaces and sshd processes)", file=sys.stderr)
         return 2
-    workloads = [w for w in args.workloads.split(",") if w]
     # A naive upload stages each copy before moving it into place: two per host at the peak.
     if "d" in workloads and 2 * args.hosts * args.blob_mb > bench_hosts.capacity_mib():
         print(f"bench: {args.hosts} copies of a {args.blob_mb} MB blob do not fit the hosts' tmpfs "
@@ -125,6 +135,8 @@ def main() -> int:
     env = dict(os.environ, KUBEXM_HOME=str(home), ANSIBLE_CONFIG=str(work / "peers" / "ansible.cfg"),
                HOME=str(work), PYTHONDONTWRITEBYTECODE="1", KUBEXM_PERSIST=str(PERSIST))
     results: dict[str, dict[str, list[float]]] = {}
+    failed_tools: dict[str, str] = {}
+    health_table = ""
     peak_kib = keeper_kib = 0
     try:
         print(f"bench: creating {args.hosts} SSH hosts", flush=True)
@@ -149,11 +161,21 @@ def main() -> int:
                 return cli
             return [*drive, tool.removesuffix("-first"), w, str(hosts_json), str(key), str(blob)]
 
-        # Warm-up: host keys learned, caches filled; not measured.
-        for argv in (cli, [*drive, "kubexm", "b", str(hosts_json), str(key)], argv_for("asyncssh", "a")):
-            timed(argv, env)
+        # Warm-up: host keys learned, caches filled; not measured. A tool that fails here is recorded and left
+        # out of the table (the other tools are still measured): one tool's failure must not end the bench.
+        for tool, argv in (("kubexm", cli), ("kubexm", [*drive, "kubexm", "b", str(hosts_json), str(key)]),
+                           ("asyncssh", argv_for("asyncssh", "a"))):
+            try:
+                timed(argv, env)
+            except RuntimeError as exc:
+                failed_tools.setdefault(tool, str(exc).splitlines()[0][:300])
+                print(f"bench: warm-up of {tool} failed, left out: {failed_tools[tool]}", flush=True)
+        if "kubexm" in failed_tools:
+            failed_tools["kubexm-first"] = failed_tools["kubexm"]
         for w in workloads:
-            results[w] = {t: [] for t in TOOLS[w] if t in tools}
+            if w == "h":
+                continue
+            results[w] = {t: [] for t in TOOLS[w] if t in tools and t not in failed_tools}
             for it in range(args.iterations):
                 for tool in results[w]:
                     if tool == "ansible" and args.ansible_iterations is not None and it >= args.ansible_iterations:
@@ -165,12 +187,23 @@ def main() -> int:
                         timed(argv_for(tool, "prepare-c") if own else argv_for(tool, "c"), env)
                     if tool == "kubexm-first":
                         stop_keepers(home)
-                    seconds, rss = timed(argv_for(tool, w), env)
+                    try:
+                        seconds, rss = timed(argv_for(tool, w), env)
+                    except RuntimeError as exc:
+                        failed_tools.setdefault(tool, str(exc).splitlines()[0][:300])
+                        print(f"  {w} {tool:9s} run {it + 1}: failed ({failed_tools[tool]})", flush=True)
+                        continue
                     results[w][tool].append(seconds)
                     if tool.startswith("kubexm"):
                         peak_kib = max(peak_kib, rss)
                     keeper_kib = max(keeper_kib, keeper_peak_kib(home))
                     print(f"  {w} {tool:9s} run {it + 1}: {seconds:6.2f}s", flush=True)
+        if "h" in workloads:
+            from bench.health import measure
+            from bench.health import summary as health_summary
+
+            stop_keepers(home)
+            health_table = health_summary(measure(cluster_file, len(hosts), env, home, args.iterations), len(hosts))
     finally:
         stop_keepers(home)
         # ansible's ControlMaster processes (ControlPersist) would otherwise live on, attached to these hosts.
@@ -180,6 +213,10 @@ def main() -> int:
         args.out.write_text(json.dumps({"hosts": args.hosts, "iterations": args.iterations, "results": results,
                                         "peak_kib": peak_kib, "keeper_peak_kib": keeper_kib}, indent=2))
     report(results, args, peak_kib, keeper_kib)
+    for tool, why in failed_tools.items():
+        print(f"{tool}: failed, left out of the table: {why}")
+    if health_table:
+        print(f"\nh: health report against one run-command round\n{health_table}")
     return 0
 
 
@@ -188,7 +225,7 @@ def _cell(med: dict[str, float], t: str) -> str:
 
 
 def _ratio(med: dict[str, float], t: str, inverse: bool = False) -> str:
-    if t not in med:
+    if t not in med or "kubexm" not in med:
         return "-"
     k = med["kubexm"]
     return f"{med[t] / k:.1f}x" if inverse else f"{k / med[t]:.2f}x"

@@ -79,6 +79,9 @@ def create_cluster(
     accept_new_host_key: AcceptKeyOpt = None,
     parallel: ParallelOpt = 50,
     command_timeout: CommandTimeoutOpt = None,
+    offline_bundle: Annotated[Path | None, typer.Option(
+        "--offline-bundle", metavar="BUNDLE", help="install from this bundle (`kubexm offline package`) and nothing "
+        "else: checked against the cluster file before any node is contacted")] = None,
 ) -> None:
     """Create (or converge) a cluster from a cluster file (-f), or this machine alone (--local)."""
     from kubexm.errors import UsageError
@@ -100,6 +103,10 @@ def create_cluster(
     options = run_options(dry_run=dry_run, offline=offline, tags=tags, skip_tags=skip_tags, nodes=nodes,
                           skip_preflight=skip_preflight, accept_keys=accept_new_host_key, parallel=parallel,
                           command_timeout=command_timeout, pipeline="CreateClusterPipeline")
+    if offline_bundle is not None:  # coverage, then verify and unpack: before the prompt and before any node
+        from kubexm.offline.install import prepare
+
+        cluster = prepare(cluster, offline_bundle)
     confirm(f"create cluster {cluster.name} on {', '.join(h.name for h in cluster.spec.hosts)}", yes=yes,
             dry_run=dry_run)
     listeners, view = views(log_format)

@@ -382,6 +382,11 @@ class Packages(Step):
         return not await self._missing(host)
 
     async def run(self, host: HostContext) -> None:
+        from kubexm.offline.install import bundle_source, install_packages
+
+        if bundle_source(host.cluster) is not None:  # an offline bundle: its own packages, never the network
+            await install_packages(self, host)
+            return
         missing = await self._missing(host)
         facts = await host.facts()
         local = _local_packages(host.cluster, facts.os_family, facts.arch, self.group)

@@ -128,6 +128,8 @@ def docker_daemon_json(cluster: Cluster) -> str:
     if rt.data_root:
         conf["data-root"] = rt.data_root
     mirrors = [e for m in rt.registry_mirrors if m.registry in DOCKER_HUB for e in m.endpoints]
+    if any(u in DOCKER_HUB for u in mirrored_upstreams(cluster)):
+        mirrors.insert(0, f"https://{private_mirror(cluster)}")
     if mirrors:
         conf["registry-mirrors"] = mirrors
     if rt.insecure_registries:
@@ -180,29 +182,132 @@ def crio_registries(cluster: Cluster) -> str:
             entry["mirror"] = mirrors
         entries.append(entry)
     mirrored = {m.registry for m in rt.registry_mirrors}
+    private = mirrored_upstreams(cluster)
+    for upstream in private:
+        first = {"location": private_mirror(cluster), "insecure": False}
+        same = [e for e in entries if e["prefix"] == upstream]
+        if same:
+            same[0]["mirror"] = [first, *same[0].get("mirror", [])]
+        else:
+            entries.append({"prefix": upstream, "location": upstream, "insecure": False, "mirror": [first]})
+    mirrored |= set(private)
     entries += [{"prefix": r, "location": r, "insecure": True} for r in rt.insecure_registries if r not in mirrored]
     header = "# Managed by kubexm: edits are replaced on the next run (containers-registries.conf(5), version 2).\n"
     return _toml({"registry": entries} if entries else {}, header)
 
 
 def registry_hosts(cluster: Cluster) -> dict[str, str]:
-    """hosts.toml per registry: mirrors first, the upstream last; insecure registries skip TLS verification."""
+    """hosts.toml per registry: the private registry first (with its CA), then the spec's mirrors, the upstream
+    last; a registry with a CA on the node verifies TLS against it; insecure registries skip TLS verification."""
     rt = cluster.spec.container_runtime
-    out: dict[str, str] = {}
+    cas = registry_cas(cluster)
+    tables: dict[str, dict[str, Any]] = {}
+
+    def host_entry(endpoint: str, capabilities: list[str]) -> dict[str, Any]:
+        entry: dict[str, Any] = {"capabilities": capabilities}
+        name = endpoint.split("://", 1)[-1].split("/")[0]
+        if name in rt.insecure_registries:
+            entry["skip_verify"] = True
+        elif name in cas:
+            entry["ca"] = ca_path(CERTS_D, name)
+        return entry
+
+    for upstream in mirrored_upstreams(cluster):
+        private = private_mirror(cluster)
+        tables[upstream] = {"server": _upstream_server(upstream),
+                            "host": {f"https://{private}": host_entry(private, ["pull", "resolve"])}}
     for mirror in rt.registry_mirrors:
-        server = mirror.registry if "://" in mirror.registry else f"https://{mirror.registry}"
-        hosts: dict[str, dict[str, Any]] = {}
+        table = tables.setdefault(mirror.registry, {
+            "server": mirror.registry if "://" in mirror.registry else f"https://{mirror.registry}", "host": {}})
         for endpoint in mirror.endpoints:
-            hosts[endpoint] = {"capabilities": ["pull", "resolve"]}
-            if endpoint.split("://", 1)[-1].split("/")[0] in rt.insecure_registries:
-                hosts[endpoint]["skip_verify"] = True
-        out[mirror.registry] = tomli_w.dumps({"server": server, "host": hosts} if hosts else {"server": server})
-    for registry in rt.insecure_registries:
-        if registry not in out:
+            table["host"].setdefault(endpoint, host_entry(endpoint, ["pull", "resolve"]))
+    for registry in cas:
+        if registry not in tables:
             url = f"https://{registry}"
-            out[registry] = tomli_w.dumps({"server": url, "host": {url: {
-                "capabilities": ["pull", "resolve", "push"], "skip_verify": True}}})
+            tables[registry] = {"server": url, "host": {url: host_entry(registry, ["pull", "resolve", "push"])}}
+    for registry in rt.insecure_registries:
+        if registry not in tables:
+            url = f"https://{registry}"
+            tables[registry] = {"server": url, "host": {url: {
+                "capabilities": ["pull", "resolve", "push"], "skip_verify": True}}}
+    return {r: tomli_w.dumps(t if t.get("host") else {"server": t["server"]}) for r, t in tables.items()}
+
+
+# Where each runtime reads a registry's CA: containerd's hosts.toml names it, docker and CRI-O (containers/image)
+# read every *.crt in their certs.d/<host:port>/ directory.
+DOCKER_CERTS_D = "/etc/docker/certs.d"
+CONTAINERS_CERTS_D = "/etc/containers/certs.d"
+
+
+def ca_path(root: str, registry: str) -> str:
+    return posixpath.join(posixpath.dirname(hosts_toml_path(registry)).replace(CERTS_D, root, 1), "ca.crt")
+
+
+def registry_cas(cluster: Cluster) -> dict[str, bytes]:
+    """{host[:port]: CA certificate (PEM)} of the registries nodes verify with a CA of their own: every endpoint
+    of the registry kubexm runs (spec.registry.type docker-registry, its CA from kubexm's PKI) and each
+    spec.registry.auths entry with a caFile."""
+    out: dict[str, bytes] = {}
+    reg = cluster.spec.registry
+    if reg.type == "docker-registry" and cluster.hosts_with_role("registry"):
+        from kubexm.steps.etcd import cluster_pki
+        from kubexm.steps.registry import REGISTRY_CA, endpoints
+
+        try:
+            pem = cluster_pki(cluster).crt(REGISTRY_CA.path).read_bytes()
+        except FileNotFoundError:
+            raise StepFailed("the private registry's CA does not exist yet (spec.registry.type is docker-registry)",
+                             hint="run `kubexm registry up -f CLUSTER_FILE` first: it issues the CA the nodes "
+                                  "trust") from None
+        out.update({e: pem for e in endpoints(cluster)})
+    for auth in reg.auths:
+        if auth.ca_file and auth.registry not in out:
+            try:
+                out[auth.registry] = Path(auth.ca_file).expanduser().read_bytes()
+            except OSError as exc:
+                raise StepFailed(f"cannot read spec.registry.auths caFile {auth.ca_file} for {auth.registry}: "
+                                 f"{exc.strerror or exc}", hint="fix the path in the cluster file") from None
     return out
+
+
+def private_mirror(cluster: Cluster) -> str:
+    """The endpoint nodes pull upstream images through: spec.registry.privateRegistry's host, else the first
+    registry host's address (``host:port``)."""
+    from kubexm.steps.registry import main_endpoint
+
+    return main_endpoint(cluster)
+
+
+def mirrored_upstreams(cluster: Cluster) -> list[str]:
+    """Upstream registries of the images the cluster needs, pulled through the private registry kubexm runs.
+
+    `kubexm offline sync` stores registry.k8s.io/pause:3.10 as <registry>/pause:3.10 (the host dropped), which is
+    the path a mirror request for the upstream name asks for. A namespace override or a path in privateRegistry
+    changes that path: then only the rewritten names (which name the private registry) reach it."""
+    reg = cluster.spec.registry
+    if reg.type != "docker-registry" or not cluster.hosts_with_role("registry") or reg.namespace_override or \
+            "/" in (reg.private_registry or ""):
+        return []
+    from kubexm.offline.images import registry_of, required_images
+
+    private = set(registry_cas(cluster))
+    try:
+        upstreams = {registry_of(i.ref) for i in required_images(cluster).images}
+    except KubexmError:  # a version whose image list kubexm does not know: the registries its images come from
+        upstreams = set(UPSTREAM_REGISTRIES)
+    return sorted(upstreams - private)
+
+
+UPSTREAM_REGISTRIES = ("registry.k8s.io", "docker.io", "quay.io", "ghcr.io")
+
+
+def _upstream_server(registry: str) -> str:
+    return "https://registry-1.docker.io" if registry in DOCKER_HUB else f"https://{registry}"
+
+
+def ca_files(cluster: Cluster, root: str) -> dict[str, tuple[str, int]]:
+    """{remote path: (CA PEM, mode)} for each registry with a CA, under a runtime's certs.d ``root``."""
+    return {ca_path(root, r): (pem.decode(), 0o644) for r, pem in registry_cas(cluster).items()}
 
 
 # A registry names a directory under certs.d: nothing that could leave it or hide in a listing.
@@ -295,6 +400,7 @@ class ContainerdConfig(ConfigFiles):
         files = {CONFIG: (containerd_config(cluster), 0o600), **_common_files(cluster)}
         for registry, text in registry_hosts(cluster).items():
             files[hosts_toml_path(registry)] = (text, 0o644)
+        files.update(ca_files(cluster, CERTS_D))
         return files
 
     async def check(self, host: HostContext) -> bool:
@@ -315,6 +421,7 @@ class DockerConfig(ConfigFiles):
     def files(self, cluster: Cluster) -> dict[str, tuple[str, int]]:
         files = {DOCKER_DAEMON: (docker_daemon_json(cluster), 0o644), **_common_files(cluster)}
         files.update({path: (text, 0o644) for path, text in cri_dockerd_units(cluster).items()})
+        files.update(ca_files(cluster, DOCKER_CERTS_D))
         return files
 
     async def check(self, host: HostContext) -> bool:
@@ -338,6 +445,7 @@ class CrioConfig(ConfigFiles):
         auth = docker_auth_json(cluster)
         if auth:
             files[CRIO_AUTH] = (auth, 0o600)
+        files.update(ca_files(cluster, CONTAINERS_CERTS_D))
         return files
 
 
