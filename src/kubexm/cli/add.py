@@ -46,6 +46,9 @@ def add_nodes(
     if role not in ROLES:
         raise UsageError(f"--role {role}: not a role kubexm adds", hint="use worker, control-plane or etcd")
     target = api.resolve_cluster(file, cluster)
+    from kubexm.pki.rotation import refuse_during_rotation
+
+    refuse_during_rotation(target, "add nodes to")
     options = run_options(dry_run=dry_run, nodes=nodes, accept_keys=accept_new_host_key,
                           command_timeout=command_timeout)
     members = {h.name for h in target.hosts_with_role(role)}

@@ -1,4 +1,4 @@
-"""``kubexm certs check|renew``."""
+"""``kubexm certs check|renew|rotate-ca``."""
 
 from __future__ import annotations
 
@@ -127,6 +127,54 @@ def certs_renew(
     listeners, view = views(log_format)
     outcome = api.run_pipeline(target, "RenewCertsPipeline", options, command_line=command_line(),
                                listeners=listeners)
+    exit_with(finish(outcome, view, log_format))
+
+
+class Component(StrEnum):
+    kubernetes = "kubernetes"
+    etcd = "etcd"
+    front_proxy = "front-proxy"
+
+
+@app.command("rotate-ca")
+def certs_rotate_ca(
+    component: Annotated[Component, typer.Option("--component", help="which CA: kubernetes (ca), etcd (etcd/ca) or "
+                                                                     "front-proxy (front-proxy-ca)")] =
+        Component.kubernetes,
+    plan: Annotated[bool, typer.Option("--plan", help="change nothing, connect nowhere; print the phases and the nodes "
+                                                      "of each, in order")] = False,
+    file: FileOpt = None,
+    cluster: ContextOpt = None,
+    yes: YesOpt = False,
+    log_format: LogFormatOpt = LogFormat.text,
+    accept_new_host_key: AcceptKeyOpt = None,
+    command_timeout: CommandTimeoutOpt = None,
+) -> None:
+    """Rotate a CA in three phases, each one node at a time with the restarts and health checks of `certs renew`:
+
+    1. every node trusts the old and the new CA; 2. every leaf and kubeconfig is re-issued from the new CA and
+    placed; 3. every node trusts the new CA only, and the old CA is removed from this machine.
+
+    Refused while an etcd member is unhealthy. Progress is kept in ca-rotation.json in the cluster's PKI
+    directory: an interrupted rotation resumes at its phase and node when the same command runs again.
+    """
+    from kubexm.pki import rotation
+    from kubexm.steps.etcd import cluster_pki
+
+    target = api.resolve_cluster(file, cluster)
+    record = rotation.load(cluster_pki(target))
+    if record is not None and record.component != component.value:
+        raise UsageError(f"a rotation of the {record.component} CA is in progress (phase {record.phase}); one CA "
+                         "rotates at a time",
+                         hint=f"finish it first: `kubexm certs rotate-ca --component {record.component}`")
+    if not plan:
+        what = "resume" if record is not None else "start"
+        confirm(f"{what} the rotation of the {component.value} CA of {target.name}, restarting what trusts it one "
+                "node at a time", yes=yes, dry_run=False)
+    options = run_options(dry_run=plan, offline=plan, accept_keys=accept_new_host_key, command_timeout=command_timeout)
+    options.extra["ca_component"] = component.value
+    listeners, view = views(log_format)
+    outcome = api.run_pipeline(target, "RotateCAPipeline", options, command_line=command_line(), listeners=listeners)
     exit_with(finish(outcome, view, log_format))
 
 

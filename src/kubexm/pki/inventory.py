@@ -210,8 +210,9 @@ def resolve_names(values: Iterable[str]) -> list[str]:
         elif v in CA_NAMES or v == "sa":
             what = "the service-account key pair" if v == "sa" else f"'{v}' is a CA"
             raise UsageError(f"{what}: `certs renew` re-issues leaf certificates and kubeconfigs from the existing CAs",
-                             hint="rotating a CA or the service-account key is a separate operation (kubexm certs "
-                                  "rotate-ca / token rotate), not available in this version")
+                             hint="rotating a CA or the service-account key is a separate operation: "
+                                  "`kubexm certs rotate-ca --component kubernetes|etcd|front-proxy` or "
+                                  "`kubexm token rotate`")
         else:
             raise UsageError(f"unknown certificate name {v!r}; valid: all, {', '.join(GROUPS)}, {', '.join(RENEWABLE)}")
     return [n for n in RENEWABLE if n in wanted]

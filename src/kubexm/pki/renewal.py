@@ -39,7 +39,8 @@ def check_ca(pki: PKI, ca: str) -> None:
         raise KubexmError(
             f"the {ca} CA expired on {info.not_after:%Y-%m-%d}: certificates it signs are trusted by nobody, so "
             "renewing leaves cannot help; the CA itself must be rotated first",
-            hint=f"kubexm cannot rotate a CA yet: rotate it by hand ({MANUAL_ROTATION}), put the new "
+            hint=f"`kubexm certs rotate-ca` needs a CA the cluster still trusts, so rotate it by hand ({MANUAL_ROTATION}), "
+                 f"put the new "
                  f"pair at {crt} and {key}, then run `kubexm certs renew --all`")
 
 
