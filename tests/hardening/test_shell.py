@@ -146,3 +146,16 @@ def test_read_only_allows_a_connect_probe_and_standard_descriptors() -> None:
     for text in ("timeout 3 bash -c ': <\"/dev/tcp/$1/$2\"' probe 192.0.2.1 22", "cat /etc/hostname 2>&1",
                  "ls /etc >/dev/null 2>&1"):
         assert script(text, readonly=True).readonly
+
+
+def test_a_script_ending_in_a_newline_groups_into_valid_shell() -> None:
+    import subprocess
+
+    from kubexm.hosts.shell import script, sh
+
+    for cmd in (script("echo a\n") & sh("true"), sh("true") & script("cat <<EOF\nx\nEOF\n"),
+                script("echo a\n").group(), script("echo b\n").to("/dev/null")):
+        for shell_bin in ("bash", "dash"):
+            assert subprocess.run([shell_bin, "-n", "-c", cmd.text]).returncode == 0, (shell_bin, cmd.text)
+    out = subprocess.run(["bash", "-c", (sh("true") & script("cat <<EOF\nx\nEOF\n")).text], capture_output=True, text=True)
+    assert out.stdout == "x\n"

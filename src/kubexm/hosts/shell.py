@@ -43,6 +43,11 @@ class UnsafeCommand(ValueError):
     """A command could not be built safely (an internal error: the code asked for something unsafe)."""
 
 
+def _braced(text: str) -> str:
+    """``{ text; }``; a text ending in a newline (a script, a here-document) is closed by that newline."""
+    return "{ " + text + ("}" if text.endswith("\n") else "; }")
+
+
 @dataclass(frozen=True)
 class Cmd:
     """Shell text built only by this module. ``readonly``: declared and verified to only read."""
@@ -58,7 +63,7 @@ class Cmd:
         # Same-level chains are left-associative; a right operand of the same level must be grouped
         # (``a && (b || c)`` is not ``a && b || c``). Pipes and lists are associative.
         if self.level > level or (right and self.level == level and level == _ANDOR):
-            return "{ " + self.text + "; }"
+            return _braced(self.text)
         return self.text
 
     def _join(self, op: str, other: Cmd, level: int) -> Cmd:
@@ -84,7 +89,7 @@ class Cmd:
         return self._join(";", other, _LIST)
 
     def group(self) -> Cmd:
-        return self if self.level == _SIMPLE else Cmd("{ " + self.text + "; }", self.readonly)
+        return self if self.level == _SIMPLE else Cmd(_braced(self.text), self.readonly)
 
     def _redirect(self, suffix: str, readonly: bool) -> Cmd:
         return Cmd(f"{self.group().text} {suffix}", self.readonly and readonly)

@@ -145,9 +145,11 @@ def cluster_configuration(cluster: Cluster, endpoint: str) -> dict[str, Any]:
     dns, ips = apiserver_sans(cluster)
     gates = ",".join(f"{k}={str(v).lower()}" for k, v in sorted(k8s.feature_gates.items()))
     with_gates = {"feature-gates": gates} if gates else {}
-    apiserver_args = {"bind-address": "0.0.0.0", **with_gates, **k8s.api_server_extra_args}
-    cm_args = {"bind-address": "0.0.0.0", **with_gates, **k8s.controller_manager_extra_args}
-    scheduler_args = {"bind-address": "0.0.0.0", **with_gates, **k8s.scheduler_extra_args}
+    # CIS 1.2.15/1.3.2/1.4.1 (profiling off) and 1.3.7/1.4.2 (controller manager and scheduler serve on loopback
+    # only, kubeadm's own default); the spec's extra args still win, e.g. to let a scraper reach them.
+    apiserver_args = {"bind-address": "0.0.0.0", "profiling": "false", **with_gates, **k8s.api_server_extra_args}
+    cm_args = {"bind-address": "127.0.0.1", "profiling": "false", **with_gates, **k8s.controller_manager_extra_args}
+    scheduler_args = {"bind-address": "127.0.0.1", "profiling": "false", **with_gates, **k8s.scheduler_extra_args}
     conf: dict[str, Any] = {
         "apiVersion": api_version(cluster),
         "kind": "ClusterConfiguration",

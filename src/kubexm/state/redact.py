@@ -104,3 +104,32 @@ def redact(value: Any) -> Any:
     if isinstance(value, str) and "=" in value:
         return _redact_setting(value)
     return value
+
+
+def spec_secret_values(cluster: Any, min_length: int = 1) -> list[str]:
+    """Every secret value a cluster holds (each ``SecretStr``: sudo and login passwords, passphrases, registry
+    passwords) and the forms configs carry them in (docker's base64 ``user:password``); longest first, so a
+    secret that contains another is replaced whole. What logs, plans and diffs scrub literally."""
+    import base64
+
+    from pydantic import BaseModel, SecretStr
+
+    found: list[str] = []
+
+    def walk(value: object) -> None:
+        if isinstance(value, SecretStr):
+            found.append(value.get_secret_value())
+        elif isinstance(value, BaseModel):
+            for name in type(value).model_fields:
+                walk(getattr(value, name))
+        elif isinstance(value, list | tuple):
+            for item in value:
+                walk(item)
+        elif isinstance(value, dict):
+            for item in value.values():
+                walk(item)
+
+    walk(cluster)
+    for auth in cluster.spec.registry.auths:
+        found.append(base64.b64encode(f"{auth.username}:{auth.password.get_secret_value()}".encode()).decode())
+    return sorted({s for s in found if len(s) >= max(1, min_length)}, key=len, reverse=True)

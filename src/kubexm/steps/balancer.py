@@ -29,7 +29,7 @@ from kubexm.balancer.configs import (
     kube_vip_manifest,
 )
 from kubexm.balancer.plan import HEALTH_PORT
-from kubexm.engine.context import HostContext
+from kubexm.engine.context import FileWant, HostContext
 from kubexm.engine.step import Step
 from kubexm.errors import NotApplicable, StepFailed
 from kubexm.hosts.shell import Cmd, script, sh, shell
@@ -124,10 +124,8 @@ class KeepalivedConfig(Step):
     async def check(self, host: HostContext) -> bool:
         if host.name in removing(host):
             return True
-        for path, (text, _) in (await self._files(host)).items():
-            if await host.sha256(path) != _sha(text):
-                return False
-        return True
+        wants = {path: FileWant(_sha(text), mode) for path, (text, mode) in (await self._files(host)).items()}
+        return await host.files_in_place(wants)
 
     async def run(self, host: HostContext) -> None:
         files = await self._files(host)
@@ -156,7 +154,7 @@ class KubeVipManifest(Step):
 
     async def check(self, host: HostContext) -> bool:
         text = kube_vip_manifest(host.cluster, await interface_of(host), self.first)
-        return await host.sha256(KUBE_VIP_MANIFEST) == _sha(text)
+        return await host.files_in_place({KUBE_VIP_MANIFEST: FileWant(_sha(text), 0o600)})
 
     async def run(self, host: HostContext) -> None:
         text = kube_vip_manifest(host.cluster, await interface_of(host), self.first)
