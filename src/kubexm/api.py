@@ -78,10 +78,9 @@ def resolve_cluster(file: Path | None = None, context: str | None = None, overri
     return cluster
 
 
-def applied_version(name: str) -> str | None:
-    """The Kubernetes version of the spec last applied to cluster ``name``, as the state store keeps it
-    (``create cluster`` and a successful ``upgrade cluster`` record it), or None when the store has no
-    record. Only reads: a missing state database is not created."""
+def stored_spec_yaml(name: str) -> str | None:
+    """The spec last applied to cluster ``name`` as the state store keeps it (YAML, secrets redacted), or None
+    when the store has no record. Only reads: a missing state database is not created."""
     from kubexm import paths
 
     if not paths.state_db().is_file():
@@ -91,16 +90,31 @@ def applied_version(name: str) -> str | None:
         row = store.get_cluster(name)
     finally:
         store.close()
-    if row is None:
+    return None if row is None else row.spec_yaml
+
+
+def applied_field(name: str, *path: str) -> str | None:
+    """One string field (e.g. "spec", "kubernetes", "version") of the spec last applied to ``name``; None when
+    the store has no record or the field is not a string there."""
+    text = stored_spec_yaml(name)
+    if text is None:
         return None
     from ruamel.yaml import YAML
     from ruamel.yaml.error import YAMLError
 
     try:
-        version = YAML(typ="safe").load(row.spec_yaml)["spec"]["kubernetes"]["version"]
+        value: Any = YAML(typ="safe").load(text)
+        for key in path:
+            value = value[key]
     except (YAMLError, KeyError, TypeError):
         return None
-    return version if isinstance(version, str) else None
+    return value if isinstance(value, str) else None
+
+
+def applied_version(name: str) -> str | None:
+    """The Kubernetes version of the spec last applied to cluster ``name`` (``create cluster`` and a successful
+    ``upgrade cluster`` record it), or None when the store has no record."""
+    return applied_field(name, "spec", "kubernetes", "version")
 
 
 def _user() -> str:

@@ -43,8 +43,14 @@ class FakeKube:
             host.on(r"^(?:if command -v kubeadm >/dev/null; then )?kubeadm (upgrade|reset)", self.record)
             host.on(r"^dpkg-query", lambda h, m, s: (0, "haproxy\tii \nkeepalived\tii \n", ""))
             host.on(r"^ip -o -4 addr show to", lambda h, m, s: (0, "eth0\n", ""))
+            # The etcd snapshot an upgrade takes right before it starts (its rollback point).
+            host.on(r"etcdctl .*snapshot save (\S+)", self.snapshot)
             host.on(r"^test -e /etc/kubernetes/kubelet.conf",
                     lambda h, m, s: (1 if any("kubeadm reset" in c for c in h.commands) else 0, "", ""))
+
+    def snapshot(self, h: Any, m: re.Match[str], s: bytes | None) -> tuple[int, str, str]:
+        h.files[shlex.split(m.group(1))[0]] = b"etcd snapshot"
+        return 0, "", ""
 
     def record(self, h: Any, m: re.Match[str], s: bytes | None) -> tuple[int, str, str]:
         self.log.append((h.name, m.string))

@@ -188,6 +188,8 @@ spec:
     checksums: {etcd: {v3.5.99: {amd64: "%s"}}}
   pki:
     autoRenew: {onCalendar: weekly}
+  cost:
+    instanceTypes: [{name: m5.large, monthly: 70}]
 """ % ("0" * 64)
 
 

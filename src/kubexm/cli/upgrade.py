@@ -1,4 +1,4 @@
-"""``kubexm upgrade cluster``."""
+"""``kubexm upgrade cluster`` and ``kubexm upgrade etcd``."""
 
 from __future__ import annotations
 
@@ -44,6 +44,9 @@ def upgrade_cluster(
     if control_plane_only and workers_only:
         raise UsageError("--control-plane-only and --workers-only exclude each other", hint="pick one")
     target = api.resolve_cluster(file, cluster)
+    from kubexm.pki.rotation import refuse_during_rotation
+
+    refuse_during_rotation(target, "upgrade")
     from pydantic import ValidationError
 
     from kubexm.spec.models import Kubernetes
@@ -79,3 +82,52 @@ def _running_version(name: str, in_file: str, target: str) -> str | None:
     if stored:
         return stored
     return in_file if in_file != target else None
+
+
+@app.command("etcd")
+def upgrade_etcd(
+    to_version: Annotated[str, typer.Option("--to-version", help="target etcd version, e.g. v3.5.17")],
+    file: FileOpt = None,
+    cluster: ContextOpt = None,
+    dry_run: DryRunOpt = False,
+    yes: YesOpt = False,
+    log_format: LogFormatOpt = LogFormat.text,
+    accept_new_host_key: AcceptKeyOpt = None,
+    command_timeout: CommandTimeoutOpt = None,
+) -> None:
+    """kubexm's etcd, one member at a time (new binaries from the asset source, restart, every member healthy
+    before the next). Keeps a rollback point first: `kubexm rollback cluster` goes back to it."""
+    from kubexm.cli.common import checked
+    from kubexm.spec.fields import Version
+    from kubexm.steps.upgrade import parse_version
+
+    target = api.resolve_cluster(file, cluster)
+    from kubexm.pki.rotation import refuse_during_rotation
+
+    refuse_during_rotation(target, "upgrade etcd of")
+    if target.spec.etcd.type != "kubexm":
+        raise UsageError(f"cluster {target.name} has etcd type {target.spec.etcd.type}; kubexm upgrades only the "
+                         "etcd it runs (type kubexm)")
+    version = checked(to_version, Version, "--to-version")
+    running = _applied_etcd_version(target.name) or target.spec.etcd.version
+    try:
+        parse_version(version)
+    except ValueError:
+        raise UsageError(f"--to-version {to_version} is not a version", hint="write it like v3.5.17") from None
+    if parse_version(version) == parse_version(running):
+        raise UsageError(f"etcd of {target.name} already runs {running}; nothing to upgrade")
+    if parse_version(version) < parse_version(running):
+        raise UsageError(f"{version} is older than the running {running}; go back with `kubexm rollback cluster`")
+    upgraded = target.model_copy(deep=True)
+    upgraded.spec.etcd.version = version
+    options = run_options(dry_run=dry_run, accept_keys=accept_new_host_key, command_timeout=command_timeout)
+    options.extra["from_version"] = running
+    confirm_and_run(upgraded, "UpgradeEtcdPipeline", f"upgrade etcd of {target.name} from {running} to {version}, "
+                    "one member at a time", options, yes=yes, log_format=log_format, remember=True, source=file)
+
+
+def _applied_etcd_version(name: str) -> str | None:
+    """The etcd version of the spec the state store last recorded as applied (None: no record)."""
+    from kubexm.api import applied_field
+
+    return applied_field(name, "spec", "etcd", "version")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextvars
 import hashlib
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,6 +21,7 @@ from kubexm.hosts.shell import Cmd, UnsafeCommand, sh, shell
 from kubexm.spec.models import Cluster, Host
 
 if TYPE_CHECKING:
+    from kubexm.engine.step import Step
     from kubexm.engine.task import Task
 
 
@@ -43,6 +44,15 @@ class RunOptions:
 # Set by the executor while it plans (every check, and the whole of a dry run): commands not declared
 # read-only are refused, so a plan cannot change a host whatever a step's code tries.
 PLANNING: contextvars.ContextVar[bool] = contextvars.ContextVar("kubexm_planning", default=False)
+
+# Set by a plan that shows what steps would write (kubexm.governance.plan): upload() hands each file to it instead
+# of sending it, and the step goes on as if the file had been sent (True) or had already matched (False).
+UploadCapture = Callable[["HostContext", "Path | bytes", str, int, str], Awaitable[bool]]
+UPLOAD_CAPTURE: contextvars.ContextVar[UploadCapture | None] = contextvars.ContextVar("kubexm_upload_capture",
+                                                                                      default=None)
+# Called by the executor, in a connected dry run, for each step that would change its host (kubexm.governance.plan
+# follows what it would write, restart, drain): (task, step, host). It runs while planning, so it can only read.
+PlanObserver = Callable[["Task", "Step", "HostContext"], Awaitable[None]]
 
 
 class HostContext:
@@ -143,6 +153,9 @@ class HostContext:
         Returns True when it sent the file. Mode and owner (``user:group``) are enforced even when the content
         matched: a right file with the wrong permissions is fixed, not skipped.
         """
+        capture = UPLOAD_CAPTURE.get()
+        if capture is not None:
+            return await capture(self, source, remote, mode, owner)
         want = hashlib.sha256(source).hexdigest() if isinstance(source, bytes) else sha256_file(source)
         large = (len(source) if isinstance(source, bytes) else source.stat().st_size) >= LARGE_FILE
         attrs = file_attrs(mode, owner)
@@ -238,6 +251,7 @@ class RunContext:
         # The tasks this run works through, in order (set by the executor): a step that prepares for later
         # ones (e.g. relaying the release files their install steps will need) reads what was selected here.
         self.plan: list[Task] = []
+        self.observer: PlanObserver | None = None  # see PlanObserver; None outside `kubexm plan`
         self._hosts: dict[str, HostContext] = {}
 
     def host(self, name: str) -> HostContext:

@@ -124,6 +124,7 @@ class Host(SpecModel):
     bastion: NodeName | None = Field(default=None, description="name of a host in `bastions` to jump through")
     arch: Literal["amd64", "arm64"] | None = None
     labels: dict[LabelKey, LabelValue] = Field(default_factory=dict)
+    instance_type: Identifier | None = Field(default=None, description="priced by spec.cost.instanceTypes")
 
     @property
     def internal_ip(self) -> str:
@@ -374,6 +375,39 @@ class Assets(SpecModel):
         "direct upload where a hop fails"))
 
 
+# ISO 4217 codes of the currencies cloud and hosting providers bill in; a Literal, so a typo is an error.
+Currency = Literal["USD", "EUR", "GBP", "CNY", "JPY", "KRW", "INR", "CAD", "AUD", "NZD", "CHF", "SEK", "NOK", "DKK",
+                   "PLN", "CZK", "HKD", "SGD", "TWD", "BRL", "MXN", "ZAR", "RUB", "TRY", "AED", "ILS", "IDR", "THB"]
+Price = Annotated[float, Field(ge=0, le=1e9)]
+
+
+class InstancePrice(SpecModel):
+    name: Identifier = Field(description="an instanceType of spec.hosts")
+    monthly: Price
+
+
+class Cost(SpecModel):
+    """Monthly prices for `kubexm plan`'s estimate: per instance type, else the default per host."""
+
+    currency: Currency = "USD"
+    default_monthly: Price | None = Field(default=None, description="price of a host with no priced instanceType")
+    instance_types: list[InstancePrice] = Field(default_factory=list)
+
+    @field_validator("instance_types")
+    @classmethod
+    def _unique(cls, value: list[InstancePrice]) -> list[InstancePrice]:
+        names = [p.name for p in value]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"instance type {', '.join(twice)} priced twice")
+        return value
+
+    def price_of(self, instance_type: str | None) -> float | None:
+        """The monthly price of a host of this type: its own, else the default; None when neither is set."""
+        own = next((p.monthly for p in self.instance_types if p.name == instance_type), None)
+        return own if own is not None else self.default_monthly
+
+
 class ClusterSpec(SpecModel):
     hosts: list[Host]
     bastions: list[Bastion] = Field(default_factory=list)
@@ -391,6 +425,7 @@ class ClusterSpec(SpecModel):
     preflight: Preflight = Field(default_factory=Preflight)
     assets: Assets = Field(default_factory=Assets)
     pki: PKISettings = Field(default_factory=PKISettings)
+    cost: Cost | None = None
 
 
 class Metadata(SpecModel):
