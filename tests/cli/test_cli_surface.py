@@ -136,6 +136,8 @@ def readme_mentions() -> list[str]:
 # Commands that only read (or write only what the command line names): run as written.
 READS = {("create", "config"), ("get", "clusters"), ("get", "nodes"), ("describe", "cluster"), ("config",),
          ("audit",), ("generate",), ("version",)}
+# Under a READS verb but reaching hosts: planned like any other command.
+REACHES = {("config", "diff"), ("config", "sync")}
 
 
 def plan_for(line: str) -> list[str]:
@@ -147,7 +149,8 @@ def plan_for(line: str) -> list[str]:
     path, cmd = found
     if words[:1] == ["lab"]:
         return [*path, "--help"]
-    if any(path[: len(r)] == r for r in READS) or (path == ("upgrade", "cluster") and "--plan" in words):
+    if (any(path[: len(r)] == r for r in READS) and path not in REACHES) \
+            or (path == ("upgrade", "cluster") and "--plan" in words):
         return words
     end = words.index("--") if "--" in words else len(words)
     head, tail = words[:end], words[end:]
@@ -347,7 +350,8 @@ def test_cluster_file_and_stored_cluster_flags_come_together() -> None:
 
 
 # Commands whose product is a file: -o takes its path (documented so since they were written).
-FILE_OUTPUT = {("create", "config"), ("generate", "docs"), ("audit", "export"), ("offline", "package")}
+FILE_OUTPUT = {("create", "config"), ("generate", "docs"), ("audit", "export"), ("offline", "package"),
+               ("logs", "collect")}
 PRINTS_DATA = [("get", "clusters"), ("get", "nodes"), ("describe", "cluster"), ("config", "get-contexts"),
                ("config", "view"), ("audit",)]
 

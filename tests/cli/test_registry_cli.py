@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support.process import cli_env
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the registry fixtures live in tests/registry
 
@@ -33,14 +33,8 @@ sys.exit(main.run_cli(sys.argv[1:]))
 """
 
 
-def _env(home: Path) -> dict[str, str]:
-    env = {**os.environ, "KUBEXM_HOME": str(home), "KUBEXM_PERSIST": "0", "COLUMNS": "200", "NO_COLOR": "1"}
-    env.pop("KUBEXM_DEBUG", None)
-    return env
-
-
 def kubexm(*args: str, home: Path, stdin: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    res = subprocess.run([KUBEXM, *args], capture_output=True, text=True, env=_env(home), timeout=timeout,
+    res = subprocess.run([KUBEXM, *args], capture_output=True, text=True, env=cli_env(home), timeout=timeout,
                          input=stdin, stdin=None if stdin is not None else subprocess.DEVNULL)
     for sign in BROKEN:
         assert sign not in res.stdout + res.stderr, res.stdout + res.stderr
@@ -48,14 +42,14 @@ def kubexm(*args: str, home: Path, stdin: str | None = None, timeout: float = 12
 
 
 def _sync_wired(home: Path) -> bool:
-    res = subprocess.run([KUBEXM, "offline", "sync", "--help"], capture_output=True, text=True, env=_env(home),
+    res = subprocess.run([KUBEXM, "offline", "sync", "--help"], capture_output=True, text=True, env=cli_env(home),
                          stdin=subprocess.DEVNULL, timeout=60)
     return res.returncode == 0
 
 
 def offline_sync(*args: str, home: Path, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     argv = [KUBEXM] if _sync_wired(home) else [sys.executable, "-c", HARNESS]
-    res = subprocess.run([*argv, "offline", "sync", *args], capture_output=True, text=True, env=_env(home),
+    res = subprocess.run([*argv, "offline", "sync", *args], capture_output=True, text=True, env=cli_env(home),
                          input=stdin, stdin=None if stdin is not None else subprocess.DEVNULL, timeout=120)
     for sign in BROKEN:
         assert sign not in res.stdout + res.stderr, res.stdout + res.stderr

@@ -7,12 +7,12 @@ hosts (tests/support/memory.py) with a fake kubeadm, then calls the CLI's entry 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from support.process import cli_env, run_kubexm
 
 from kubexm.spec.sample import sample_config
 
@@ -59,20 +59,13 @@ def sample(tmp_path: Path) -> Path:
     return path
 
 
-def _env(home: Path) -> dict[str, str]:
-    env = {**os.environ, "KUBEXM_HOME": str(home), "KUBEXM_PERSIST": "0", "COLUMNS": "200", "NO_COLOR": "1"}
-    env.pop("KUBEXM_DEBUG", None)
-    return env
-
-
 def kubexm(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([KUBEXM, *args], capture_output=True, text=True, env=_env(home), timeout=60,
-                          stdin=subprocess.DEVNULL)
+    return run_kubexm(*args, home=home)
 
 
 def driven(*args: str, sample: Path, home: Path, pki: bool = False) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-c", DRIVER, str(TESTS), "with-pki" if pki else "-", *args, str(sample)],
-                          capture_output=True, text=True, env=_env(home), timeout=120, stdin=subprocess.DEVNULL)
+                          capture_output=True, text=True, env=cli_env(home), timeout=120, stdin=subprocess.DEVNULL)
 
 
 def _files_holding(home: Path, needle: str) -> list[str]:

@@ -46,6 +46,14 @@ class RunningLab:
         self.state = state
 
 
+def ssh(lab: Lab, node: str, command: str, check: bool = True, timeout: float = 120) -> str:
+    """stdout of ``command`` run as root on ``node`` of ``lab`` (a lab of a test module's own, or the session's)."""
+    state = lab.load()
+    assert state is not None
+    return subprocess.run(lab.ssh_argv(lab.node(state, node), command), capture_output=True, text=True,
+                          timeout=timeout, check=check).stdout
+
+
 def kubexm(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     return subprocess.run([KUBEXM, *args], capture_output=True, text=True, timeout=timeout, env=os.environ.copy())
 

@@ -10,7 +10,7 @@ import pytest
 
 from kubexm.lab.lab import Lab
 
-from .conftest import kubexm
+from .conftest import kubexm, ssh
 
 pytestmark = pytest.mark.lab
 PKI = "/etc/kubernetes/pki/etcd"
@@ -26,13 +26,6 @@ def five(lab_env: Path) -> Iterator[Lab]:
         yield lab
     finally:
         lab.down()
-
-
-def ssh(lab: Lab, node: str, command: str) -> str:
-    state = lab.load()
-    assert state is not None
-    return subprocess.run(lab.ssh_argv(lab.node(state, node), command), capture_output=True, text=True,
-                          timeout=60, check=True).stdout
 
 
 def set_etcd_members(lab: Lab, names: list[str]) -> None:

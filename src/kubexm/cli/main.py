@@ -28,13 +28,15 @@ app = typer.Typer(
 # verb's module alone and compares. Help, completion and the reference generator register all of them.
 VERBS: tuple[str, ...] = ("create", "run", "get", "describe", "config", "audit", "generate", "backup", "restore",
                           "certs", "add", "delete", "upgrade", "cordon", "uncordon", "restart", "registry",
-                          "offline", "token", "lab")  # lab: optional tooling for tests and demos; the CLI works without it
+                          "offline", "token", "health", "logs", "scan", "repair", "plan", "rollback",
+                          "lab")  # lab: optional tooling for tests and demos; the CLI works without it
 OPTIONAL_VERBS = frozenset({"lab"})
 _registered: set[str] = set()
 # Command lines that reach hosts over SSH (a verb, or a verb and its noun). For these the connection keeper
 # is started first thing, so that its start-up runs beside this process's imports rather than after them.
 REACHES_HOSTS = frozenset({"run", "create cluster", "add", "delete", "upgrade", "backup", "restore", "certs",
-                           "cordon", "uncordon", "restart", "registry", "token"})
+                           "cordon", "uncordon", "restart", "registry", "token", "health", "logs", "scan",
+                           "repair", "plan", "rollback", "config sync", "config diff"})
 
 
 def verb_module(verb: str) -> str:
