@@ -21,6 +21,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ruamel.yaml import YAML
 
@@ -28,8 +29,11 @@ from kubexm.assets import AssetStore, LocalSource, from_catalog, verified
 from kubexm.errors import KubexmError
 from kubexm.hosts.digest import sha256_file
 from kubexm.offline.bundle import Item
-from kubexm.offline.images import required_images
+from kubexm.offline.images import registry_of, required_images
 from kubexm.spec.models import Cluster
+
+if TYPE_CHECKING:
+    from kubexm.offline.pull import Puller
 
 KINDS = ("binaries", "debs", "images", "charts", "python")
 
@@ -140,6 +144,7 @@ class Collector:
         self.report = report
         self.items: list[Item] = []
         self.unresolved: list[str] = []
+        self._pullers: dict[str, Puller] = {}
 
     def _keep(self, kind: str, item: Item, fetched: bool) -> None:
         self.items.append(item)
@@ -148,9 +153,13 @@ class Collector:
     def run(self) -> list[Item]:
         steps = {"binaries": self.binaries, "debs": self.debs, "images": self.images, "charts": self.charts,
                  "python": self.python}
-        for kind in KINDS:
-            if kind not in self.options.skip:
-                steps[kind]()
+        try:
+            for kind in KINDS:
+                if kind not in self.options.skip:
+                    steps[kind]()
+        finally:
+            for puller in self._pullers.values():
+                puller.close()
         return self.items
 
     # --- release binaries ------------------------------------------------------------------------------
@@ -212,19 +221,19 @@ class Collector:
             fetched = False
             if item is None:
                 source = sources.get(image.ref)
-                if source is None:
-                    where = f"in {self.options.images_from}" if self.options.images_from else "(no --images-from given)"
-                    raise KubexmError(f"image {image.ref} (needed by {image.needed_by}) is not found {where}",
-                                      hint="put an OCI layout, OCI archive or `docker save` archive of it in the "
-                                           "--images-from directory, named with its full reference")
                 with tempfile.TemporaryDirectory(dir=self.work.root) as tmp:
                     out = Path(tmp) / "image.tar"
-                    digest, platforms = oci.export(source, image.ref, out)
+                    if source is not None:
+                        digest, platforms = oci.export(source, image.ref, out)
+                        origin = str(source.path)
+                    else:  # not among the local archives: copied from its registry, every blob verified
+                        digest, platforms, where = self._pull(image.ref, image.needed_by, out)
+                        origin = f"registry {where}"
                     sha = sha256_file(out)
                     self.work.put(out, sha, move=True)
                 safe = image.ref.replace("/", "_").replace(":", "_").replace("@", "_")
                 item = Item("image", image.tag, "all" if len(platforms) != 1 else platforms[0], f"images/{safe}.tar",
-                            sha, self.work.blob(sha).stat().st_size, str(source.path), name=image.ref,
+                            sha, self.work.blob(sha).stat().st_size, origin, name=image.ref,
                             platforms=tuple(platforms), digest=digest)
                 self.work.record(key, item)
                 fetched = True
@@ -235,6 +244,34 @@ class Collector:
                                   hint="provide a multi-architecture image, or build the bundle for fewer --arch")
             self._keep("image", item, fetched)
         self.unresolved = wanted.unresolved
+
+    def _pull(self, ref: str, needed_by: str, out: Path) -> tuple[str, list[str], str]:
+        """Copy ``ref`` from its registry into ``out``: (manifest digest, platforms, where it came from)."""
+        from kubexm.offline.pull import Puller, pull
+
+        registry = registry_of(ref)
+        spec = self.cluster.spec
+        # Through the spec's first mirror of that registry when it has one (a pull-through cache, as the nodes
+        # use it), else from the registry itself; the archive keeps the upstream name either way.
+        mirror = next((m.endpoints[0] for m in spec.container_runtime.registry_mirrors
+                       if m.registry == registry and m.endpoints), None)
+        source = urllib.parse.urlsplit(mirror).netloc if mirror else registry
+        puller = self._pullers.get(source)
+        if puller is None:
+            auth = next((a for a in spec.registry.auths if a.registry == source), None)
+            puller = self._pullers[source] = Puller(
+                source, username=auth.username if auth else None,
+                password=auth.password.get_secret_value() if auth else None,
+                ca_file=auth.ca_file if auth and auth.ca_file else None,
+                insecure=source in spec.container_runtime.insecure_registries)
+        try:
+            return (*pull(ref, out, self.options.arches, puller), source)
+        except KubexmError as exc:
+            where = f"not in {self.options.images_from}, and " if self.options.images_from else ""
+            raise KubexmError(f"image {ref} (needed by {needed_by}): {where}copying it from {source} failed: "
+                              f"{exc.message}",
+                              hint=exc.hint or "put an OCI layout, OCI archive or `docker save` archive of it in the "
+                                               "--images-from directory, named with its full reference") from None
 
     # --- charts ---------------------------------------------------------------------------------------------
     def charts(self) -> None:

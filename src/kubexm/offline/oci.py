@@ -200,8 +200,14 @@ def export(source: Source, ref: str, out: Path) -> tuple[str, list[str]]:
     finally:
         layout.close()
     tag = ref.split("@", 1)[0].rsplit("/", 1)[-1].partition(":")[2] or "latest"
-    entry = {"mediaType": desc.get("mediaType", OCI_MANIFEST), "digest": desc["digest"], "size": desc["size"],
-             "annotations": {CONTAINERD_NAME: ref, REF_NAME: tag}}
+    write_archive(out, ref, tag, desc.get("mediaType", OCI_MANIFEST), str(desc["digest"]), int(desc["size"]), blobs)
+    return str(desc["digest"]), platforms
+
+
+def write_archive(out: Path, ref: str, tag: str, media_type: str, digest: str, size: int,
+                  blobs: dict[str, bytes]) -> None:
+    """An OCI archive (oci-layout, index.json naming ``ref``, blobs) holding one image: what bundles carry."""
+    entry = {"mediaType": media_type, "digest": digest, "size": size, "annotations": {CONTAINERD_NAME: ref, REF_NAME: tag}}
     files = {"oci-layout": json.dumps({"imageLayoutVersion": "1.0.0"}).encode(),
              "index.json": json.dumps({"schemaVersion": 2, "manifests": [entry]}).encode()}
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -211,7 +217,6 @@ def export(source: Source, ref: str, out: Path) -> tuple[str, list[str]]:
             info.size = len(data)
             info.mode = 0o644
             tar.addfile(info, io.BytesIO(data))
-    return str(desc["digest"]), platforms
 
 
 def _entries(files: dict[str, bytes], blobs: dict[str, bytes]) -> Iterator[tuple[str, bytes]]:
