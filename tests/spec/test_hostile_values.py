@@ -117,6 +117,7 @@ spec:
       sudoPassword: sudo-pw
       bastion: jump
       labels: {example.com/role: edge}
+      taints: ["dedicated=edge:NoSchedule"]
     - name: node2
       address: 192.168.0.12
   bastions:

@@ -76,6 +76,11 @@ def label_node(node: str, labels: dict[str, str]) -> Cmd:
     return kubectl("label", "node", "--overwrite", "--", node, *pairs)
 
 
+def taint_node(node: str, taints: list[str]) -> Cmd:
+    """``key[=value]:effect`` taints on a node, replacing the value and effect of the same key."""
+    return kubectl("taint", "node", "--overwrite", "--", node, *taints)
+
+
 def upgrade_apply(version: str) -> Cmd:
     return sh("kubeadm", "upgrade", "apply", "--yes", "--certificate-renewal=false", "--", version)
 

@@ -20,6 +20,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.scalarstring import DoubleQuotedScalarString, LiteralScalarString
 
 from kubexm.errors import KubexmError
+from kubexm.spec.fields import parse_taint
 from kubexm.spec.models import Cluster, Host
 
 PKI_DIR = "/etc/kubernetes/pki"
@@ -111,7 +112,8 @@ def node_registration(cluster: Cluster, host: Host, control_plane: bool) -> dict
         "criSocket": cri_socket(cluster),
         "imagePullPolicy": "IfNotPresent",
         # A control-plane node that is also listed as a worker takes ordinary pods.
-        "taints": [dict(CONTROL_PLANE_TAINT)] if control_plane and not worker_too else [],
+        "taints": ([dict(CONTROL_PLANE_TAINT)] if control_plane and not worker_too else [])
+        + [parse_taint(t) for t in host.taints],
         "kubeletExtraArgs": _args(cluster, kubelet_args),
     }
 

@@ -21,6 +21,7 @@ from kubexm.errors import NotApplicable, StepFailed
 from kubexm.kube import commands
 from kubexm.kube.kubeadm import ADMIN_CONF, dump_go_yaml, kubelet_configuration
 from kubexm.modules.runtime import InstallContainerd, InstallCrio, InstallDocker
+from kubexm.spec.fields import parse_taint
 from kubexm.spec.models import Cluster
 from kubexm.state.redact import is_secret_key, spec_secret_values
 from kubexm.steps.addons import ApplyAddon, addon_path, all_addons
@@ -131,6 +132,10 @@ async def describe_change(step: Step, host: HostContext) -> list[dict[str, str]]
             lines = [f"-{k}={v}" for k, v in sorted(labelled.items()) if wanted.get(k) != v]
             lines += [f"+{k}={v}" for k, v in sorted(wanted.items()) if labelled.get(k) != v]
             out.append({"path": f"node/{node} labels", "diff": "\n".join(lines) + "\n"})
+    if isinstance(inner, NodeTaints):
+        for node, (tainted, wanted_taints) in sorted((await inner.differences(host)).items()):
+            lines = [f"-{t}" for t in tainted if t not in wanted_taints] + [f"+{t}" for t in wanted_taints if t not in tainted]
+            out.append({"path": f"node/{node} taints", "diff": "\n".join(lines) + "\n"})
     if not out:
         out.append({"path": "", "diff": "", "note": inner.describe()})
     return out
@@ -226,6 +231,56 @@ class NodeLabels(Step):
 
 
 @dataclass(frozen=True)
+class NodeTaints(Step):
+    """spec.hosts[].taints on the Node objects, from a control-plane node: a taint the spec names is added, or
+    its value and effect replaced. Taints the spec does not name are left alone (the control plane's own, and
+    those others set)."""
+
+    def describe(self) -> str:
+        return "taint nodes as the cluster file says"
+
+    @staticmethod
+    def wanted(cluster: Cluster) -> dict[str, list[str]]:
+        return {h.name: list(h.taints) for h in cluster.spec.hosts
+                if h.taints and {"control-plane", "worker"} & set(cluster.roles_of(h.name))}
+
+    async def differences(self, host: HostContext) -> dict[str, tuple[list[str], list[str]]]:
+        """{node: (its taints of the keys the spec names, the spec's taints for it)} where they differ."""
+        wanted = self.wanted(host.cluster)
+        if not wanted:
+            return {}
+        res = await host.run(commands.kubectl_get("nodes", "-o", "json"), check=False)
+        if not res.ok:
+            raise StepFailed("cannot read the Node objects from the API server",
+                             hint=f"the control plane on {host.name} must answer `kubectl get nodes`")
+        try:
+            have = {n["metadata"]["name"]: n.get("spec", {}).get("taints", []) for n in json.loads(res.stdout)["items"]}
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise StepFailed("the API server's node list is unreadable", hint="run the command again") from None
+        out = {}
+        for node, taints in wanted.items():
+            if node not in have:
+                continue  # not joined (yet): kubeadm sets them when it joins
+            keys = {parse_taint(t)["key"] for t in taints}
+            now = sorted(_taint_text(t) for t in have[node] if t.get("key") in keys)
+            if now != sorted(taints):
+                out[node] = (now, sorted(taints))
+        return out
+
+    async def check(self, host: HostContext) -> bool:
+        return not await self.differences(host)
+
+    async def run(self, host: HostContext) -> None:
+        for node, (_, taints) in (await self.differences(host)).items():
+            await host.run(commands.taint_node(node, taints))
+
+
+def _taint_text(taint: dict[str, str]) -> str:
+    value = taint.get("value")
+    return f"{taint.get('key')}{'=' + value if value else ''}:{taint.get('effect')}"
+
+
+@dataclass(frozen=True)
 class KubeletConfig(Step):
     """kubexm's KubeletConfiguration fields (cgroup driver, cluster DNS, max pods, eviction, reserved resources,
     feature gates) in the node's /var/lib/kubelet/config.yaml; every other field kubeadm wrote stays as it is."""
@@ -315,9 +370,10 @@ SyncAddonValues = Task(
     when=_kubeadm, description="addon manifests and chart values from the first control-plane node",
 )
 SyncNodeLabels = Task(
-    "SyncNodeLabels", steps=[Synced(NodeLabels(), present=ADMIN_CONF, what="Kubernetes API")],
-    hosts=first(role("control-plane")), tags=TAGS | {"labels"}, when=_kubeadm,
-    description="spec.hosts[].labels on the Node objects (kubectl on the first control-plane node)",
+    "SyncNodeLabels", steps=[Synced(NodeLabels(), present=ADMIN_CONF, what="Kubernetes API"),
+                             Synced(NodeTaints(), present=ADMIN_CONF, what="Kubernetes API")],
+    hosts=first(role("control-plane")), tags=TAGS | {"labels", "taints"}, when=_kubeadm,
+    description="spec.hosts[].labels and taints on the Node objects (kubectl on the first control-plane node)",
 )
 
 ConfigSyncModule = Module("ConfigSyncModule", [SyncNodeSettings, SyncAddonValues, SyncNodeLabels], tags=TAGS,

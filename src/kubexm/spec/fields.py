@@ -436,6 +436,13 @@ def _taint(value: str) -> str | None:
     return _label_key(key) or _label_value(val)
 
 
+def parse_taint(value: str) -> dict[str, str]:
+    """A validated ``key[=value]:effect`` as the Kubernetes API and kubeadm write a taint."""
+    head, _, effect = value.rpartition(":")
+    key, sep, val = head.partition("=")
+    return {"key": key, **({"value": val} if sep else {}), "effect": effect}
+
+
 def _normalised(normalise: Callable[[str], str], check: Callable[[str], str | None]) -> Callable[[str], str]:
     """Like _rule, after ``normalise`` (a trailing '/' users often write)."""
     validate = _rule(check)

@@ -46,6 +46,7 @@ from kubexm.spec.fields import (
     Sha256,
     SysctlKey,
     SysctlValue,
+    Taint,
     Timezone,
     Url,
     UserName,
@@ -124,6 +125,8 @@ class Host(SpecModel):
     bastion: NodeName | None = Field(default=None, description="name of a host in `bastions` to jump through")
     arch: Literal["amd64", "arm64"] | None = None
     labels: dict[LabelKey, LabelValue] = Field(default_factory=dict)
+    taints: list[Taint] = Field(default_factory=list, description="key[=value]:effect, set when the node joins and "
+                                "kept by `config sync`")
     instance_type: Identifier | None = Field(default=None, description="priced by spec.cost.instanceTypes")
 
     @property
