@@ -70,13 +70,12 @@ def test_world_readable_etcd_key_fails_then_fix_repairs_it(cis_lab: Lab) -> None
                ).split() == ["600", "644"]
     assert ssh(lab, "node2", "systemctl is-active etcd").strip() == "active"
 
-    # kubexm writes /etc/etcd.env 0644 itself: left alone (its next run would undo a chmod), named as its default.
-    assert "kubexm's default must change" in err and "/etc/etcd.env is written with mode 0644" in err
-    assert ssh(lab, "node2", "stat -c %a /etc/etcd.env").strip() == "644"
+    # kubexm writes etcd's env file and unit owner-only itself (1.1.7): nothing of its own for --fix to touch.
+    assert "kubexm's default must change" not in err
+    assert ssh(lab, "node2", "stat -c %a /etc/etcd.env /etc/systemd/system/etcd.service").split() == ["600", "600"]
 
     code, doc, _ = scan(lab)
     assert all(item(doc, n, "1.1.21")["status"] == "PASS" for n in nodes)
-    # What remains failing is that default alone (1.1.7 on every member), plus warnings (1.1.12: etcd runs as root).
-    assert sorted((r["node"], r["id"]) for r in doc["results"] if r["status"] == "FAIL") == \
-        [(n, "1.1.7") for n in nodes]
-    assert code == 4 and item(doc, "node1", "1.1.12")["status"] == "WARN"
+    # Nothing fails any more; what remains are warnings (1.1.12: etcd runs as root).
+    assert [(r["node"], r["id"]) for r in doc["results"] if r["status"] == "FAIL"] == []
+    assert code == 3 and item(doc, "node1", "1.1.12")["status"] == "WARN"
