@@ -38,3 +38,22 @@ def test_help_still_lists_every_verb() -> None:
     out = subprocess.run([sys.executable, "-m", "kubexm", "--help"], capture_output=True, text=True).stdout
     for verb in ("create", "run", "get", "backup", "restore", "certs", "add", "delete", "upgrade", "lab"):
         assert f" {verb} " in out, verb
+
+
+FULL_HELP = """
+from kubexm.cli.main import app, register
+register()
+app(["--help"], prog_name="kubexm")
+"""
+
+
+def test_bare_help_imports_no_verb_and_reads_as_the_full_one() -> None:
+    code, modules = loaded("--help")
+    assert code == 0
+    assert not {m for m in modules if m.startswith("kubexm.cli.") and m.rsplit(".", 1)[-1] not in ("main", "consoles")}
+    assert not modules & {"kubexm.engine", "kubexm.spec.models", "kubexm.api"}
+    env = {"COLUMNS": "120", "PATH": "/usr/bin:/bin"}
+    light = subprocess.run([sys.executable, "-m", "kubexm", "--help"], capture_output=True, text=True, env=env)
+    full = subprocess.run([sys.executable, "-c", FULL_HELP], capture_output=True, text=True, env=env)
+    # The verbs' one-line help comes from a table in kubexm.cli.main: it must say what the modules say.
+    assert light.stdout == full.stdout and "plan " in light.stdout, (light.stdout, full.stderr)

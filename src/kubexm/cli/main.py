@@ -31,7 +31,40 @@ VERBS: tuple[str, ...] = ("create", "run", "get", "describe", "config", "audit",
                           "offline", "token", "health", "logs", "scan", "repair", "plan", "rollback",
                           "lab")  # lab: optional tooling for tests and demos; the CLI works without it
 OPTIONAL_VERBS = frozenset({"lab"})
+# Each verb's one-line help, for `kubexm --help` alone: listing the verbs then imports none of their modules
+# (all of them together are most of a bare help's time). tests/cli/test_startup.py renders the help both ways
+# and compares, so this table cannot drift from the modules' own help.
+VERB_HELP: dict[str, str] = {
+    "create": "Create things: a sample cluster file, a cluster.",
+    "run": "Run a shell command or a registered task on hosts.",
+    "get": "List clusters or nodes.",
+    "describe": "Show one cluster in detail.",
+    "config": "Contexts, stored specs, and settings synced to a running cluster.",
+    "audit": "The audit log: list entries, verify the keyed hash chain, export it as JSON lines.",
+    "generate": "Generate the command reference or the cluster-file schema.",
+    "backup": "Back up a cluster (etcd snapshot, optionally the PKI).",
+    "restore": "Restore a cluster from a kubexm backup.",
+    "certs": "Certificates: read back from every node, renewed without downtime.",
+    "add": "Add nodes to a cluster (workers, control planes, etcd members).",
+    "delete": "Delete nodes, an addon, or the whole cluster.",
+    "upgrade": "Upgrade Kubernetes (one minor version at a time) or etcd.",
+    "cordon": "Mark nodes unschedulable.",
+    "uncordon": "Mark nodes schedulable again.",
+    "restart": "Rolling restart of a component, health-checked between nodes.",
+    "registry": "Run or stop the private image registry (spec.registry, role registry).",
+    "offline": "Build, inspect and verify offline bundles for air-gapped installs.",
+    "token": "Service-account signing key rotation and bootstrap tokens.",
+    "health": "Cluster health: one report of nodes, etcd, certificates and Kubernetes.",
+    "logs": "Collect logs into a support bundle (`logs collect`), or show one unit across nodes "
+            "(`logs UNIT [--follow]`).",
+    "scan": "Security scans of the nodes (CIS Kubernetes Benchmark).",
+    "repair": "Conservative repair from the health report: a plan first, applied with --yes.",
+    "plan": "The impact of a change before it is made: diffs, restarts, policy and cost.",
+    "rollback": "Undo a failed upgrade from what the upgrade kept.",
+    "lab": "Boot real systemd nodes on this machine (systemd-nspawn) and manage them.",
+}
 _registered: set[str] = set()
+_placeholders: set[str] = set()  # verbs registered by register_listing(), replaced by register() when needed
 # Command lines that reach hosts over SSH (a verb, or a verb and its noun). For these the connection keeper
 # is started first thing, so that its start-up runs beside this process's imports rather than after them.
 REACHES_HOSTS = frozenset({"run", "create cluster", "add", "delete", "upgrade", "backup", "restore", "certs",
@@ -48,6 +81,10 @@ def register(verbs: Sequence[str] | None = None) -> typer.Typer:
     import importlib
 
     for verb in VERBS if verbs is None else verbs:
+        if verb in _placeholders:
+            app.registered_groups = [g for g in app.registered_groups if g.name != verb]
+            _placeholders.discard(verb)
+            _registered.discard(verb)
         if verb in _registered or verb not in VERBS:
             continue
         try:
@@ -57,6 +94,21 @@ def register(verbs: Sequence[str] | None = None) -> typer.Typer:
                 continue
             raise
         app.add_typer(sub, name=verb)
+        _registered.add(verb)
+    return app
+
+
+def register_listing() -> typer.Typer:
+    """``app`` with every verb as a placeholder carrying its help: enough to print the top-level help."""
+    import importlib.util
+
+    for verb in VERBS:
+        if verb in _registered:
+            continue
+        if verb in OPTIONAL_VERBS and importlib.util.find_spec(verb_module(verb)) is None:
+            continue
+        app.add_typer(typer.Typer(help=VERB_HELP[verb]), name=verb)
+        _placeholders.add(verb)
         _registered.add(verb)
     return app
 
@@ -107,7 +159,9 @@ def run_cli(args: Sequence[str] | None = None) -> int:
 
         prestart()
     try:
-        register(_verbs_for(argv))(args=argv, prog_name="kubexm")
+        # A bare help lists the verbs and their one-line help only: no verb's module is needed for that.
+        bare_help = argv in ([], ["--help"]) and not os.environ.get("_KUBEXM_COMPLETE")
+        (register_listing() if bare_help else register(_verbs_for(argv)))(args=argv, prog_name="kubexm")
     except SystemExit as exc:  # Typer always ends a standalone invocation this way
         code = exc.code
         return code if isinstance(code, int) else (0 if code is None else 1)

@@ -21,7 +21,7 @@ from kubexm.cli.common import (
 )
 from kubexm.errors import UsageError
 
-app = typer.Typer(help="Upgrade Kubernetes one minor version at a time.", no_args_is_help=True)
+app = typer.Typer(help="Upgrade Kubernetes (one minor version at a time) or etcd.", no_args_is_help=True)
 
 
 @app.command("cluster")
