@@ -51,7 +51,7 @@ def resolve_cluster(file: Path | None = None, context: str | None = None, overri
 
     A stored cluster is re-read from the file it was created from when that still exists (the store
     keeps specs with secrets redacted). Without that file a stored spec is used only if it needs no
-    secret, or the overrides give every one it lacks: the placeholder is never run as a password.
+    secret, or the overrides give every one it lacks: ``<redacted>`` is never run as a password.
     """
     if file is not None:
         return load_cluster(file, overrides)
@@ -189,6 +189,24 @@ def _hosts(cluster: Cluster, options: RunOptions) -> list[str]:
     return [h.name for h in cluster.spec.hosts]
 
 
+def refuse_redacted(cluster: Cluster) -> None:
+    """A spec read back from the state store has ``<redacted>`` where its secrets were: refused before anything
+    connects, so that text is never sent as a password or written into a node's config."""
+    if missing := redacted_secrets(cluster):
+        raise StateError(f"cluster {cluster.name}: the stored spec has <redacted> where a secret belongs "
+                         f"({', '.join(missing[:3])}): the cluster file is needed", hint="pass -f FILE")
+
+
+def run_context(cluster: Cluster, options: RunOptions, *, command: str, listeners: Sequence[Listener] = (),
+                factory: ConnectionFactory | None = None) -> RunContext:
+    """The context every run that reaches hosts works in (pipelines, plans, health, logs). A spec read back
+    from the state store is refused first (``refuse_redacted``)."""
+    if not options.offline:
+        refuse_redacted(cluster)
+    return RunContext(cluster, options, bus=EventBus(list(listeners)),
+                      pool=ConnectionPool(cluster, options.connect, factory=factory), command=command)
+
+
 def execute(cluster: Cluster, items: Sequence[tuple[Module | None, Task]], options: RunOptions, *,
             name: str, command_line: str, listeners: Sequence[Listener] = (), source: Path | None = None,
             factory: ConnectionFactory | None = None, save_status: bool = False, remember: bool = False) -> Outcome:
@@ -198,12 +216,7 @@ def execute(cluster: Cluster, items: Sequence[tuple[Module | None, Task]], optio
     succeeded (``create cluster``). ``remember``: store the spec only when the run succeeded, as the one now
     applied (``upgrade cluster``: the next upgrade's skew is judged from it)."""
     command_line = redact_command_line(command_line)  # whatever the caller did: history and audit get no secret
-    if not options.offline and (missing := redacted_secrets(cluster)):
-        raise StateError(f"cluster {cluster.name}: the placeholder <redacted> stands where a secret belongs "
-                         f"({', '.join(missing[:3])}): the cluster file is needed", hint="pass -f FILE")
-    bus = EventBus(list(listeners))
-    pool = ConnectionPool(cluster, options.connect, factory=factory)
-    run = RunContext(cluster, options, bus=bus, pool=pool, command=command_line)
+    run = run_context(cluster, options, command=command_line, listeners=listeners, factory=factory)
     if options.offline:
         report = asyncio.run(Executor(run).run_tasks(items, name))
         return Outcome(report, run.shared)
@@ -211,7 +224,7 @@ def execute(cluster: Cluster, items: Sequence[tuple[Module | None, Task]], optio
     try:
         with _Interruption() as signals, cluster_lock(cluster.name, command_line, run.run_id):
             recorder = StateRecorder(store, cluster.name, command_line, dry_run=options.dry_run)
-            bus.subscribe(recorder)
+            run.bus.subscribe(recorder)
             audit = None if options.dry_run else AuditLog(store)
             with signals.held():
                 started = audit.begin(_user(), command_line, cluster.name, run.run_id,

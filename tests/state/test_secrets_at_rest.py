@@ -92,7 +92,7 @@ def test_a_spec_carrying_the_placeholder_is_never_run(cluster_file: Path) -> Non
     text = cluster_file.read_text().replace(SUDO_PW, "<redacted>")
     cluster = parse_cluster(text)
     fleet = MemoryFleet(["master1", "worker1", "worker2"])
-    with pytest.raises(StateError, match=r"<redacted> stands where a secret belongs \(spec.hosts\[0\].sudoPassword\)"):
+    with pytest.raises(StateError, match=r"has <redacted> where a secret belongs \(spec.hosts\[0\].sudoPassword\)"):
         api.run_command(cluster, "id", RunOptions(), factory=fleet.factory)
     assert fleet["master1"].commands == []
     store = Store()
@@ -162,3 +162,25 @@ def test_set_secret_through_the_cli(cluster_file: Path, kubexm_home: Path, monke
     for path in kubexm_home.rglob("*"):
         if path.is_file():
             assert b"cli-Pw-3" not in path.read_bytes(), path
+
+
+def test_plans_health_and_logs_refuse_the_marker_before_connecting(cluster_file: Path, tmp_path: Path) -> None:
+    """Every way of reaching hosts goes through api.run_context, so the refusal holds for the commands that
+    do not run a pipeline through api.execute too."""
+    from kubexm.diagnostics.health_checks import take_report
+    from kubexm.diagnostics.logs import collect
+    from kubexm.governance.plan import plan_impact
+    from kubexm.pipelines.cluster import CREATE_CLUSTER
+
+    cluster = parse_cluster(cluster_file.read_text().replace(SUDO_PW, "<redacted>"))
+    fleet = MemoryFleet(["master1", "worker1", "worker2"])
+    match = r"has <redacted> where a secret belongs"
+    with pytest.raises(StateError, match=match):
+        take_report(cluster, RunOptions(), factory=fleet.factory)
+    with pytest.raises(StateError, match=match):
+        collect(cluster, RunOptions(), tmp_path / "bundle.tar.gz", factory=fleet.factory)
+    items = CREATE_CLUSTER.plan(cluster, set(), set())
+    with pytest.raises(StateError, match=match):
+        plan_impact(cluster, items, RunOptions(), operation="cluster", factory=fleet.factory)
+    assert all(fleet[n].commands == [] for n in ("master1", "worker1", "worker2"))
+    assert not (tmp_path / "bundle.tar.gz").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -85,7 +86,8 @@ def health_cluster(
     line = command_line()
     out = console()
     code = 130  # interrupted before the first report was taken
-    try:
+    # --watch ends with Ctrl-C: the exit code is then the last report's.
+    with contextlib.suppress(KeyboardInterrupt):
         while True:
             report = take_report(target, options, sudo=not no_sudo, command=line)
             code = report.exit_code
@@ -95,8 +97,6 @@ def health_cluster(
             if not watch:
                 break
             time.sleep(watch)
-    except KeyboardInterrupt:
-        pass  # --watch ends with Ctrl-C: the exit code is the last report's
     exit_with(code)
 
 

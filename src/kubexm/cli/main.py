@@ -64,7 +64,7 @@ VERB_HELP: dict[str, str] = {
     "lab": "Boot real systemd nodes on this machine (systemd-nspawn) and manage them.",
 }
 _registered: set[str] = set()
-_placeholders: set[str] = set()  # verbs registered by register_listing(), replaced by register() when needed
+_listing_only: set[str] = set()  # verbs registered by register_listing(), replaced by register() when needed
 # Command lines that reach hosts over SSH (a verb, or a verb and its noun). For these the connection keeper
 # is started first thing, so that its start-up runs beside this process's imports rather than after them.
 REACHES_HOSTS = frozenset({"run", "create cluster", "add", "delete", "upgrade", "backup", "restore", "certs",
@@ -81,9 +81,9 @@ def register(verbs: Sequence[str] | None = None) -> typer.Typer:
     import importlib
 
     for verb in VERBS if verbs is None else verbs:
-        if verb in _placeholders:
+        if verb in _listing_only:
             app.registered_groups = [g for g in app.registered_groups if g.name != verb]
-            _placeholders.discard(verb)
+            _listing_only.discard(verb)
             _registered.discard(verb)
         if verb in _registered or verb not in VERBS:
             continue
@@ -99,7 +99,7 @@ def register(verbs: Sequence[str] | None = None) -> typer.Typer:
 
 
 def register_listing() -> typer.Typer:
-    """``app`` with every verb as a placeholder carrying its help: enough to print the top-level help."""
+    """``app`` with every verb as an empty group carrying its help: enough to print the top-level help."""
     import importlib.util
 
     for verb in VERBS:
@@ -108,7 +108,7 @@ def register_listing() -> typer.Typer:
         if verb in OPTIONAL_VERBS and importlib.util.find_spec(verb_module(verb)) is None:
             continue
         app.add_typer(typer.Typer(help=VERB_HELP[verb]), name=verb)
-        _placeholders.add(verb)
+        _listing_only.add(verb)
         _registered.add(verb)
     return app
 

@@ -24,7 +24,7 @@ from typing import Any
 from kubexm.balancer.plan import endpoint_plan
 from kubexm.engine.context import RunContext, RunOptions
 from kubexm.errors import AuthenticationError, ConnectionFault, HostKeyError, HostUnreachable
-from kubexm.hosts.pool import ConnectionFactory, ConnectionPool
+from kubexm.hosts.pool import ConnectionFactory
 from kubexm.hosts.shell import Cmd, seq, sh, shell
 from kubexm.kube.commands import kubectl_get
 from kubexm.kube.kubeadm import ADMIN_CONF
@@ -279,8 +279,9 @@ async def collect(cluster: Cluster, options: RunOptions, *, sudo: bool = True, c
     from kubexm.engine.executor import match_hosts
 
     names = match_hosts(cluster, options.nodes) if options.nodes else [h.name for h in cluster.spec.hosts]
-    pool = ConnectionPool(cluster, options.connect, factory=factory)
-    run = RunContext(cluster, options, pool=pool, command=command)
+    from kubexm.api import run_context
+
+    run = run_context(cluster, options, command=command, factory=factory)
     cps = [h.name for h in cluster.hosts_with_role("control-plane") if h.name in names]
     nodes: list[NodeData] = []
     probes = []

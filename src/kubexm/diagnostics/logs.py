@@ -35,8 +35,8 @@ from typing import Any
 
 from kubexm.diagnostics.redact import STRADDLE, LineRedactor, Redactor
 from kubexm.engine.context import HostContext, RunContext, RunOptions
-from kubexm.errors import AuthenticationError, ConnectionFault, KubexmError, StateError, UsageError
-from kubexm.hosts.pool import ConnectionFactory, ConnectionPool
+from kubexm.errors import AuthenticationError, ConnectionFault, KubexmError, UsageError
+from kubexm.hosts.pool import ConnectionFactory
 from kubexm.hosts.shell import Cmd, script, sh, shell
 from kubexm.spec.models import Cluster
 from kubexm.state.redact import spec_secret_values
@@ -486,31 +486,25 @@ def _local_items(cluster: Cluster) -> list[tuple[str, str]]:
 
 
 def _pool(cluster: Cluster, options: RunOptions, factory: ConnectionFactory | None) -> RunContext:
-    return RunContext(cluster, options, pool=ConnectionPool(cluster, options.connect, factory=factory),
-                      command="kubexm logs")
+    from kubexm.api import run_context
+
+    return run_context(cluster, options, command="kubexm logs", factory=factory)
 
 
 def target_hosts(cluster: Cluster, options: RunOptions) -> list[str]:
-    if options.nodes:
-        from kubexm.engine.executor import match_hosts
+    """The selected hosts, after refusing a stored spec whose secrets are <redacted> (before any file or
+    connection is made)."""
+    from kubexm.api import refuse_redacted
+    from kubexm.engine.executor import match_hosts
 
-        return match_hosts(cluster, options.nodes)
-    return [h.name for h in cluster.spec.hosts]
-
-
-def _refuse_placeholders(cluster: Cluster) -> None:
-    from kubexm.spec.dump import redacted_secrets
-
-    if missing := redacted_secrets(cluster):
-        raise StateError(f"cluster {cluster.name}: the placeholder <redacted> stands where a secret belongs "
-                         f"({', '.join(missing[:3])}): the cluster file is needed", hint="pass -f FILE")
+    refuse_redacted(cluster)
+    return match_hosts(cluster, options.nodes) if options.nodes else [h.name for h in cluster.spec.hosts]
 
 
 def collect(cluster: Cluster, options: RunOptions, out: Path, opts: CollectOptions | None = None, *,
             factory: ConnectionFactory | None = None, progress: Callable[[str], None] = lambda _: None) -> BundleResult:
     """Write a support bundle of ``cluster``'s nodes to ``out`` (a .tar.gz); nothing on any node changes."""
     opts = opts or CollectOptions()
-    _refuse_placeholders(cluster)
     names = target_hosts(cluster, options)
     redactor = Redactor(spec_secrets(cluster))
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -623,7 +617,6 @@ async def follow_unit(cluster: Cluster, options: RunOptions, unit: str, emit: Ca
     Each poll is one short read-only journalctl; cancelling (Ctrl-C) stops the one in flight on the host (the
     connection kills its process group). Returns the nodes that could not be read, with the reason."""
     check_unit(unit)
-    _refuse_placeholders(cluster)
     names = target_hosts(cluster, options)
     redactor = Redactor(spec_secrets(cluster))
     run = _pool(cluster, options, factory)

@@ -21,13 +21,13 @@ import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 
-from kubexm.engine import DEPLOY, Executor, HostContext, Module, RunContext, RunOptions, Step, Task
+from kubexm.engine import DEPLOY, Executor, HostContext, Module, RunOptions, Step, Task
 from kubexm.engine.context import UPLOAD_CAPTURE, file_attrs
-from kubexm.engine.events import EventBus, Listener
+from kubexm.engine.events import Listener
 from kubexm.errors import KubexmError, NotApplicable, PlanViolation
 from kubexm.governance.impact import FileChange, Impact, Masker, UnitAction, assess, unified_diff
 from kubexm.hosts.digest import LARGE_FILE, sha256_file
-from kubexm.hosts.pool import ConnectionFactory, ConnectionPool
+from kubexm.hosts.pool import ConnectionFactory
 from kubexm.spec.models import Cluster
 from kubexm.steps.common import PutFile, Systemd, Template, restart_marker
 from kubexm.steps.etcd_members import JoinEtcdCluster, LeaveEtcdCluster
@@ -114,7 +114,7 @@ class Planner:
             if len(node.files) == files:
                 node.other.append(step.describe())
         except NotApplicable:
-            pass  # the real run would end "not applicable" here: no change
+            return  # the real run would end "not applicable" here: no change (the finally below still runs)
         except (KubexmError, TimeoutError) as exc:
             node.problems.append(f"{step.describe()}: {self.masker.text(str(exc))}")
         finally:
@@ -178,8 +178,9 @@ def plan_impact(cluster: Cluster, items: Sequence[tuple[Module | None, Task]], o
     options.dry_run = True
     masker = masker or Masker.for_clusters(cluster)
     planner = Planner(cluster, operation, masker)
-    run = RunContext(cluster, options, bus=EventBus(list(listeners)),
-                     pool=ConnectionPool(cluster, options.connect, factory=factory), command=f"kubexm plan {operation}")
+    from kubexm.api import run_context
+
+    run = run_context(cluster, options, command=f"kubexm plan {operation}", listeners=listeners, factory=factory)
     run.observer = planner.observe
     report = asyncio.run(Executor(run).run_tasks(items, name or operation))
     impact = planner.impact

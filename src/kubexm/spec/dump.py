@@ -24,8 +24,8 @@ def plain_data(value: Any, secrets: bool = False) -> Any:
 
 
 def redacted_secrets(cluster: Cluster) -> list[str]:
-    """The secret fields (YAML paths) that hold the placeholder ``<redacted>`` instead of a secret: a spec
-    read back from the state store, or a file written from one. Running it would send the placeholder as the
+    """The secret fields (YAML paths) that hold the marker ``<redacted>`` instead of a secret: a spec
+    read back from the state store, or a file written from one. Running it would send the marker as the
     password (and write it into registry auths on the nodes)."""
     found: list[str] = []
 
