@@ -356,7 +356,10 @@ class Syncer:
         self.report = SyncReport(client.registry)
         self._pool = ThreadPoolExecutor(max_workers=self.parallel, thread_name_prefix="kubexm-sync")
         self._slots = asyncio.Semaphore(self.parallel)
-        self._probes = asyncio.Semaphore(min(PROBES, self.parallel))
+        # Probes get threads of their own: a semaphore alone does not bound connections, because the pool may
+        # start a fresh thread (and so a fresh TLS connection) while an idle one is still being released.
+        self._probe_pool = (self._pool if self.parallel <= PROBES
+                            else ThreadPoolExecutor(max_workers=PROBES, thread_name_prefix="kubexm-probe"))
         self._blobs: dict[tuple[str, str], asyncio.Future[None]] = {}
         self._manifests: dict[tuple[str, str], asyncio.Future[None]] = {}
         self._where: dict[str, str] = {}  # blob digest -> a repository of this registry known to hold it
@@ -365,6 +368,10 @@ class Syncer:
     async def _io(self, fn: Callable[..., T], *args: Any) -> T:
         async with self._slots:
             return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    async def _probe(self, fn: Callable[..., T], *args: Any) -> T:
+        async with self._slots:
+            return await asyncio.get_running_loop().run_in_executor(self._probe_pool, fn, *args)
 
     async def _once(self, table: dict[tuple[str, str], asyncio.Future[None]], key: tuple[str, str],
                     work: Callable[[], Any]) -> None:
@@ -488,8 +495,7 @@ class Syncer:
         result = ImageResult(image.source, target, image.top.digest, "failed")
         try:
             reference = tag or image.top.digest
-            async with self._probes:
-                there = await self._io(self.client.manifest_digest, repo, reference)
+            there = await self._probe(self.client.manifest_digest, repo, reference)
             if there == image.top.digest:
                 result.status = "present"
             else:
@@ -511,10 +517,11 @@ class Syncer:
 
     async def run(self, images: list[BundleImage]) -> SyncReport:
         try:
-            await self._io(self.client.ping)
+            await self._probe(self.client.ping)  # on a probe thread: a no-op re-run stays on PROBES connections
             self.report.images = list(await asyncio.gather(*(self._image(i) for i in images)))
         finally:
             self._pool.shutdown(wait=True)
+            self._probe_pool.shutdown(wait=True)
             self.client.close()
             self.report.requests = dict(self.client.stats.requests)
         return self.report
