@@ -53,14 +53,12 @@ case "$1" in
   show)
     shift; while [ "$1" != "--" ]; do shift; done; shift
     for u in "$@"; do
+      [ "$u" = '*' ] && continue  # the failed units the pattern adds: named here already
       if [ -f "$dir/$u" ]; then state=$(cat "$dir/$u"); load=loaded; n=2; else state=inactive; load=not-found; n=0; fi
       sub=running; [ "$state" = active ] || sub=dead
       printf 'Result=success\nNRestarts=%s\nId=%s.service\nLoadState=%s\nActiveState=%s\nSubState=%s\n\n' \
         "$n" "$u" "$load" "$state" "$sub"
     done ;;
-  list-units)
-    for f in "$dir"/*; do [ "$(cat "$f")" = failed ] && echo "$(basename "$f").service loaded failed failed x"; done
-    true ;;
   is-active) [ "$(cat "$dir/$3" 2>/dev/null)" = active ] ;;
   *) echo "$*" >> "$dir/calls" ;;
 esac

@@ -75,7 +75,8 @@ def systemctl_show(names: list[str], units: dict[str, dict[str, str]]) -> str:
     for n in names:
         u = units.get(n) or unit(load="not-found", active="inactive", sub="dead")
         # systemctl prints the service's own properties before the unit's, whatever order -p named them in.
-        blocks.append(f"Result={u['Result']}\nNRestarts={u['NRestarts']}\nId={n}.service\nLoadState={u['LoadState']}\n"
+        unit_id = n if "." in n else f"{n}.service"
+        blocks.append(f"Result={u['Result']}\nNRestarts={u['NRestarts']}\nId={unit_id}\nLoadState={u['LoadState']}\n"
                       f"ActiveState={u['ActiveState']}\nSubState={u['SubState']}\n")
     return "\n".join(blocks)
 
@@ -100,15 +101,25 @@ class Fleet:
 
         cmd = m.string
         st = self.state[host.name]
-        out = [f"#kx-section time\n{time.time() + st.clock_offset:.9f}",
-               "#kx-section proc\n6.1.0-28-amd64\n350212.41 1380112.20\n0.31 0.22 0.18 1/312 48121",
-               "#kx-section info\n/proc/meminfo:MemTotal:        8131204 kB\n"
-               "/proc/meminfo:MemAvailable:    6021336 kB\n"
-               f"/proc/meminfo:SwapTotal:       {st.swap_kb} kB\n/proc/meminfo:SwapFree:        {st.swap_kb} kB\n"
-               + "".join(f"/proc/cpuinfo:processor\t: {i}\n" for i in range(4))
-               + "/usr/lib/os-release:PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\n"
-               "/etc/os-release:PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"",
-               f"#kx-section virt\n{st.virt}"]  # /run/systemd/container, or the probe's "none"
+        # One grep -H '' over the files the probe names: a line "path:text" per line of each file it asked for.
+        files = {"/proc/sys/kernel/osrelease": "6.1.0-28-amd64", "/proc/uptime": "350212.41 1380112.20",
+                 "/proc/loadavg": "0.31 0.22 0.18 1/312 48121", "/sys/devices/system/cpu/online": "0-3",
+                 "/proc/meminfo": "MemTotal:        8131204 kB\nMemFree:          912340 kB\n"
+                                  f"MemAvailable:    6021336 kB\nSwapTotal:       {st.swap_kb} kB\n"
+                                  f"SwapFree:        {st.swap_kb} kB",
+                 "/usr/lib/os-release": 'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nID=debian',
+                 "/etc/os-release": 'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nID=debian',
+                 "/proc/modules": "\n".join(f"{m} 16384 0 - Live 0x0000000000000000" for m in st.modules)}
+        if st.virt != "none":
+            files["/run/systemd/container"] = st.virt
+        for key, value in st.sysctl.items():
+            files["/proc/sys/" + key.replace(".", "/")] = value
+        grep = re.search(r"grep -H -s '' -- ([^\n]*)", cmd)
+        asked_files = shlex.split(grep.group(1)) if grep else []
+        out = [f"#kx-section time\n{time.time() + st.clock_offset:.9f}", "#kx-section files"]
+        out += [f"{path}:{line}" for path in asked_files if path in files for line in files[path].split("\n")]
+        out.append("#kx-section unreadable")
+        out += [path for path in asked_files if path not in files]
         # df is given every probed path that exists, and prints one line per path in that order.
         probed = re.search(r"for p in ([^;]*); do if test -e", cmd)
         asked = shlex.split(probed.group(1)) if probed else []
@@ -116,21 +127,17 @@ class Fleet:
         out.append("#kx-section df-paths\n" + "\n".join(present))
         out.append("#kx-section df\nFilesystem     1K-blocks     Used    Avail  Inodes  IUsed   IFree Mounted on\n"
                    + "\n".join(f"/dev/vda1 {' '.join(str(v) for v in st.df[p][:6])} {st.df[p][6]}" for p in present))
-        out.append("#kx-section modules\n" + "\n".join(st.modules))
-        out.append("#kx-section sysctl")
-        for key, value in st.sysctl.items():
-            path = "/proc/sys/" + key.replace(".", "/")
-            if path in cmd:
-                out.append(f"{path}:{value}")
         out.append("#kx-section sysctl-writable")
         for key in st.sysctl:
             if st.sysctl_writable and f"printf '%s\\n' {key}" in cmd:
                 out.append(key)
-        show = re.search(r"systemctl show --property=\S+ -- ([^\n]*?) 2>&1", cmd)
-        out.append("#kx-section units\n" + (systemctl_show(show.group(1).split(), st.units) if show else ""))
-        failed = [f"{u}.service loaded failed failed {u}" for u, s in st.units.items() if s["ActiveState"] == "failed"]
-        failed += [f"{u} loaded failed failed {u}" for u in st.failed_other]
-        out.append("#kx-section failed\n" + "\n".join(failed))
+        show = re.search(r"systemctl show --property=\S+ --state=failed -- ([^\n]*?) '\*' 2>&1", cmd)
+        if show:  # the managed units by name, then every failed one the '*' pattern adds
+            failed = [u for u, s in st.units.items() if s["ActiveState"] == "failed"] + st.failed_other
+            shown = show.group(1).split()
+            states = {**st.units, **{u: unit("failed", "failed", result="exit-code") for u in st.failed_other}}
+            body = systemctl_show(shown + [u for u in failed if u not in shown], states)
+        out.append("#kx-section units\n" + (body if show else ""))
         out.append("#kx-section certs")
         for path, pem in st.certs.items():
             if path in cmd:

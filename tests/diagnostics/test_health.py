@@ -328,3 +328,36 @@ def test_expiring_certificates_warn_with_the_renew_command(fleet: Fleet) -> None
     assert cert.fix == "kubexm certs renew etcd-server -f /srv/hc.yaml -y"
     assert cert.data["renew"] == ["etcd-server"]
     assert {row["name"] for row in r.certificates if row["host"] == "node2"} == {"etcd-ca", "etcd-server"}
+
+
+@pytest.mark.parametrize(("text", "count"), [("0-3\n", 4), ("0", 1), ("0-3,8-11", 8), ("0,2,4-5", 4), ("", 0),
+                                             ("garbage", 0)])
+def test_cpu_lists_are_counted_as_the_kernel_writes_them(text: str, count: int) -> None:
+    assert hc.cpu_count(text) == count
+
+
+def test_the_probe_run_on_this_machine_reads_what_the_machine_says() -> None:
+    """The real probe text through a real shell (systemd absent here: the units section says so), parsed."""
+    import os
+    import platform
+    import subprocess
+    from pathlib import Path
+
+    from kubexm.diagnostics.health import NodeData, grep_files, parse_sections
+
+    command, _ = node_probe(cluster(), "node2", kube=False)
+    res = subprocess.run(["sh", "-c", command.text], capture_output=True, text=True, timeout=60)
+    node = NodeData("node2", "10.0.0.2", ["etcd", "worker"], reachable=True, sections=parse_sections(res.stdout))
+    node.files = grep_files(node.section("files"))
+    info = hc.system_info(node)
+    assert info.kernel == platform.release()
+    assert info.cpus == os.cpu_count()
+    meminfo = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
+    assert info.memory["MemTotal"] == int(meminfo["MemTotal"].split()[0])
+    pretty = [line for line in Path("/etc/os-release").read_text().splitlines() if line.startswith("PRETTY_NAME=")]
+    assert info.os == pretty[0].partition("=")[2].strip('"')
+    assert len(info.load) == 3 and info.uptime > 0
+    modules = Path("/proc/modules")
+    loaded = {line.split()[0] for line in modules.read_text().splitlines()} if modules.exists() else set()
+    assert {line.split(" ", 1)[0] for line in node.files.get("/proc/modules", [])} == loaded
+    assert "/" in node.section("df-paths").splitlines() and hc.filesystems(node)[0]["path"] == "/"

@@ -95,6 +95,19 @@ def test_a_healthy_lab_reports_all_ok(lab: Lab) -> None:
     assert table.returncode in (0, 3) and "Kubernetes: no API server answers" in table.stdout, table.stdout[-3000:]
 
 
+def test_a_failed_unit_kubexm_does_not_manage_is_named(lab: Lab) -> None:
+    """systemd's own list of failed units comes from the same one systemctl call as the managed units."""
+    ssh(lab, "node3", "systemd-run --unit=kx-broken --quiet false; sleep 1")
+    try:
+        code, doc = health(lab)
+        failed = check(doc, "node.failed-units", "node3")
+        assert failed["status"] == "warn" and failed["data"]["units"] == ["kx-broken.service"], failed
+        assert check(doc, "node.failed-units", "node1")["status"] == "ok"
+        assert code == 3 or any(c["status"] == "fail" for c in doc["checks"])
+    finally:
+        ssh(lab, "node3", "systemctl reset-failed kx-broken")
+
+
 def test_a_stopped_etcd_member_fails_by_name_and_repair_starts_it(lab: Lab) -> None:
     assert_all_ok(lab, settle=120)  # from a settled cluster (etcd re-elects after the previous fault)
     ssh(lab, "node2", "systemctl stop etcd")

@@ -57,14 +57,22 @@ def test_the_read_script_prints_certificates_and_kubeconfigs_but_never_a_key(she
     conf.write_text("users:\n- name: a\n  user:\n    client-certificate-data: Zm9v\n    client-key-data: c2VjcmV0\n")
     probe = tmp_path / "sa.pub"
     probe.write_text("x")
-    cmd = read_command([str(pem), str(tmp_path / "absent.crt")], [str(conf)], [str(probe), str(tmp_path / "no")])
+    ca, _ = pki.load("ca")
+    plain = tmp_path / "ca.crt"
+    plain.write_bytes(cert_pem(ca))
+    empty = tmp_path / "empty.crt"
+    empty.write_bytes(b"")
+    cmd = read_command([str(pem), str(tmp_path / "absent.crt"), str(empty), str(plain)], [str(conf)],
+                       [str(probe), str(tmp_path / "no")])
     assert cmd.readonly
     res = subprocess.run([shell, "-c", cmd.text], capture_output=True, text=True, check=True)
     assert "PRIVATE KEY" not in res.stdout and "c2VjcmV0" not in res.stdout
     read = parse_read(res.stdout)
-    assert set(read.files) == {str(pem), str(conf)} and read.present == {str(probe)}
+    assert set(read.files) == {str(pem), str(plain), str(empty), str(conf)} and read.present == {str(probe)}
     got = x509.load_pem_x509_certificate(read.files[str(pem)].encode())
     assert got == cert
+    assert x509.load_pem_x509_certificate(read.files[str(plain)].encode()) == ca
+    assert read.files[str(empty)].strip() == ""  # there, and empty: named without content
     assert "client-certificate-data: Zm9v" in read.files[str(conf)]
 
 

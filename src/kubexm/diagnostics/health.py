@@ -37,6 +37,13 @@ RUNTIME_ROOTS = {"containerd": "/var/lib/containerd", "docker": "/var/lib/docker
 # The systemd units kubexm installs for each runtime (docker: dockerd plus cri-dockerd, the CRI kubelet uses).
 RUNTIME_UNITS = {"containerd": ("containerd",), "docker": ("docker", "cri-docker"), "crio": ("crio",)}
 UNIT_PROPERTIES = "Id,LoadState,ActiveState,SubState,NRestarts,Result"
+# The small files every probe reads (missing ones are skipped): kernel release, uptime, load, what container
+# systemd found itself in (absent on a machine of its own), memory, online CPUs, the OS (os-release(5): /etc's,
+# or its fallback under /usr/lib), and the loaded kernel modules.
+OSRELEASE, UPTIME, LOADAVG, CONTAINER = "/proc/sys/kernel/osrelease", "/proc/uptime", "/proc/loadavg", "/run/systemd/container"
+MEMINFO, CPUS_ONLINE, MODULES = "/proc/meminfo", "/sys/devices/system/cpu/online", "/proc/modules"
+OS_RELEASE = ("/etc/os-release", "/usr/lib/os-release")
+SYSTEM_FILES = (OSRELEASE, UPTIME, LOADAVG, CONTAINER, MEMINFO, CPUS_ONLINE, *OS_RELEASE, MODULES)
 # Seconds a node's probe may take (--command-timeout replaces it). A healthy node answers in well under a
 # second; etcdctl gives up after its own 10 s. A kept connection to a node that vanished is found out here.
 PROBE_TIMEOUT = 30.0
@@ -54,6 +61,7 @@ class NodeData:
     error: str | None = None
     sent_at: float = 0.0  # the deploy machine's clock when the probe was sent
     sections: dict[str, str] = field(default_factory=dict)
+    files: dict[str, list[str]] = field(default_factory=dict)  # the probe's small files by path (readable ones)
     units_wanted: list[str] = field(default_factory=list)
     paths: dict[str, str] = field(default_factory=dict)  # what a probed path is ("etcd data", ...) by path
     placed: list[Placed] = field(default_factory=list)
@@ -123,30 +131,29 @@ def kube_command() -> Cmd:
         pods=kubectl_get("pods", "-n", "kube-system", "-o", "json", "--request-timeout=15s"), readonly=True)
 
 
-def sysctl_probe(keys: list[str]) -> Cmd:
-    """``/proc/sys/...:value`` per key that exists, from one grep (``sysctl_values`` maps the paths back)."""
-    from kubexm.steps.os import _proc_path
+def sysctl_values(keys: list[str], files: dict[str, list[str]]) -> dict[str, str | None]:
+    """Each key's live value from the probe's file read (None: its /proc/sys file is absent)."""
+    from kubexm.steps.os import proc_path
 
-    return shell("grep -H -s . -- {paths} || true", paths=[_proc_path(k) for k in keys], readonly=True)
+    return {k: (files[proc_path(k)] or [""])[0].strip() if proc_path(k) in files else None for k in keys}
 
 
-def sysctl_values(keys: list[str], text: str) -> dict[str, str | None]:
-    from kubexm.steps.os import _proc_path
-
-    by_path: dict[str, str] = {}
+def grep_files(text: str) -> dict[str, list[str]]:
+    """``grep -H ''`` output (``path:line`` for every line of every readable file) as the lines of each file."""
+    out: dict[str, list[str]] = {}
     for line in text.splitlines():
-        path, sep, value = line.partition(":")
-        if sep:
-            by_path[path] = value.strip()
-    return {k: by_path.get(_proc_path(k)) for k in keys}
+        path, sep, rest = line.partition(":")
+        if sep and path.startswith("/"):
+            out.setdefault(path, []).append(rest)
+    return out
 
 
 def writable_sysctl_probe(keys: list[str]) -> Cmd:
     """Prints each key whose /proc/sys file this node can write (read-only in a container, for instance), as the
     Sysctl step judges it before it writes."""
-    from kubexm.steps.os import _proc_path
+    from kubexm.steps.os import proc_path
 
-    return seq(*(shell("test -w {path} && printf '%s\\n' {key}", path=_proc_path(k), key=k, readonly=True)
+    return seq(*(shell("test -w {path} && printf '%s\\n' {key}", path=proc_path(k), key=k, readonly=True)
                  for k in keys), sh("true", readonly=True))
 
 
@@ -158,7 +165,7 @@ def _etcd(*args: str) -> Cmd:
 
 def node_probe(cluster: Cluster, node: str, *, kube: bool) -> tuple[Cmd, NodeData]:
     """The one read-only command for ``node`` and the (empty) record its output is parsed into."""
-    from kubexm.steps.os import wanted_sysctl
+    from kubexm.steps.os import proc_path, wanted_sysctl
 
     host = cluster.host(node)
     roles = cluster.roles_of(node)
@@ -169,27 +176,23 @@ def node_probe(cluster: Cluster, node: str, *, kube: bool) -> tuple[Cmd, NodeDat
     none = sh("true", readonly=True)
     kubelet = bool(set(roles) & {"control-plane", "worker"})
     etcd = data.etcd_member
-    # As few programs as possible (a probe runs on every node at once, often many per CPU of this machine):
-    # one cat and one grep read /proc and os-release, df runs once per kind for all paths, one grep reads every
-    # sysctl; what is left to judge is parsed here (health_checks).
+    # As few programs as possible: a probe runs on every node at once, often many per CPU of this machine, and
+    # each program started costs a node ~1 ms of CPU (systemctl ~2). One grep reads every small file (/proc,
+    # os-release, modules, each sysctl), df runs once for all paths, and one systemctl call shows the managed
+    # units and every failed one; loops and tests are shell builtins. What is left to judge is parsed here.
+    wanted = list(wanted_sysctl(cluster)) if kubelet else []
     command = shell(
         "export LC_ALL=C\n"
         "echo '#kx-section time'; date +%s.%N\n"
-        # /run/systemd/container: what systemd found it runs in (absent on a machine of its own).
-        "echo '#kx-section proc'; cat /proc/sys/kernel/osrelease /proc/uptime /proc/loadavg 2>/dev/null\n"
-        "echo '#kx-section virt'; cat /run/systemd/container 2>/dev/null || echo none\n"
-        # /etc/os-release or its fallback /usr/lib/os-release (os-release(5)); other *-release files have no
-        # PRETTY_NAME line, so the glob only adds places to look.
-        "echo '#kx-section info'; grep -H -s -E '^(PRETTY_NAME=|MemTotal:|MemAvailable:|SwapTotal:|SwapFree:|processor)' "
-        "/proc/meminfo /proc/cpuinfo /usr/lib/os-release /etc/*-release\n"
+        "echo '#kx-section files'; grep -H -s '' -- {files}\n"
+        "echo '#kx-section unreadable'; for f in {files}; do test -r \"$f\" || printf '%s\\n' \"$f\"; done\n"
         "echo '#kx-section df-paths'; set --; for p in {paths}; do if test -e \"$p\"; then set -- \"$@\" \"$p\"; "
         "printf '%s\\n' \"$p\"; fi; done\n"
         "echo '#kx-section df'; df -k --output=source,size,used,avail,itotal,iused,iavail,target -- \"$@\"\n"
-        "echo '#kx-section modules'; cut -d' ' -f1 /proc/modules 2>/dev/null || echo '#unreadable'\n"
-        "echo '#kx-section sysctl'; {sysctl}\n"
         "echo '#kx-section sysctl-writable'; {writable}\n"
-        "echo '#kx-section units'; systemctl show --property={props} -- {units} 2>&1\n"
-        "echo '#kx-section failed'; systemctl list-units --state=failed --no-legend --plain 2>/dev/null\n"
+        # The managed units by name, then every failed unit ('*' is systemctl's own pattern, which it expands
+        # over the loaded units and filters by --state; named units are shown whatever their state).
+        "echo '#kx-section units'; systemctl show --property={props} --state=failed -- {units} {every} 2>&1\n"
         "echo '#kx-section certs'; {certs}\n"
         "echo '#kx-section etcd-status'; {status} 2>&1\n"
         "echo '#kx-section etcd-health'; {health} 2>&1\n"
@@ -197,9 +200,9 @@ def node_probe(cluster: Cluster, node: str, *, kube: bool) -> tuple[Cmd, NodeDat
         "echo '#kx-section etcd-alarms'; {alarms} 2>&1\n"
         "echo '#kx-section kube'; {kube}\n"
         "true",
-        paths=list(data.paths), sysctl=sysctl_probe(list(wanted_sysctl(cluster))) if kubelet else none,
-        writable=writable_sysctl_probe(list(wanted_sysctl(cluster))) if kubelet else none,
-        props=UNIT_PROPERTIES, units=data.units_wanted,
+        files=[*SYSTEM_FILES, *(proc_path(k) for k in wanted)], paths=list(data.paths),
+        writable=writable_sysctl_probe(wanted) if kubelet else none,
+        props=UNIT_PROPERTIES, units=data.units_wanted, every="*",
         certs=inventory_read_command(data.placed) if data.placed else none,
         status=_etcd("endpoint", "status") if etcd else none, health=_etcd("endpoint", "health") if etcd else none,
         members=_etcd("member", "list") if etcd else none, alarms=_etcd("alarm", "list") if etcd else none,
@@ -262,6 +265,7 @@ async def _probe(run: RunContext, data: NodeData, command: Cmd, sudo: bool) -> N
             return
         data.reachable = True
         data.sections = parse_sections(res.stdout)
+        data.files = grep_files(data.section("files"))
         if "time" not in data.sections:
             data.error = (f"the probe printed nothing (exit {res.exit_status}): "
                           f"{(res.stderr.strip().splitlines() or ['no error output'])[-1][:200]}")

@@ -13,7 +13,21 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from kubexm.diagnostics.health import Collected, NodeData, cert_read, first_json
+from kubexm.diagnostics.health import (
+    CONTAINER,
+    CPUS_ONLINE,
+    LOADAVG,
+    MEMINFO,
+    MODULES,
+    OS_RELEASE,
+    OSRELEASE,
+    UPTIME,
+    Collected,
+    NodeData,
+    cert_read,
+    first_json,
+    sysctl_values,
+)
 from kubexm.spec.models import Cluster
 
 API_VERSION = "kubexm.io/health/v1"
@@ -155,27 +169,33 @@ class SystemInfo:
 
 def system_info(node: NodeData) -> SystemInfo:
     out = SystemInfo()
-    proc = node.section("proc").splitlines()
-    if proc:
-        out.kernel = proc[0].strip()
-    if len(proc) > 1:
-        out.uptime = (_floats(proc[1]) or [0.0])[0]
-    if len(proc) > 2:
-        out.load = _floats(proc[2])[:3]
-    cpus = 0
-    for line in node.section("info").splitlines():
-        source, _, rest = line.partition(":")  # grep -H: the file, then the line
-        if source == "/proc/cpuinfo":
-            cpus += 1
-        elif source == "/proc/meminfo":
-            key, _, value = rest.partition(":")
-            nums = value.split()
-            if nums and nums[0].isdigit():
-                out.memory[key.strip()] = int(nums[0])
-        elif rest.startswith("PRETTY_NAME=") and out.os == "unknown OS":
-            out.os = rest.partition("=")[2].strip().strip('"') or out.os
-    out.cpus = max(cpus, 1)
+    files = node.files
+    out.kernel = (files.get(OSRELEASE) or [out.kernel])[0].strip()
+    out.uptime = (_floats((files.get(UPTIME) or [""])[0]) or [0.0])[0]
+    out.load = _floats((files.get(LOADAVG) or [""])[0])[:3]
+    out.cpus = max(cpu_count((files.get(CPUS_ONLINE) or [""])[0]), 1)
+    for line in files.get(MEMINFO, []):
+        key, _, value = line.partition(":")
+        nums = value.split()
+        if nums and nums[0].isdigit():
+            out.memory[key.strip()] = int(nums[0])
+    for path in OS_RELEASE:
+        pretty = [line.partition("=")[2].strip().strip('"') for line in files.get(path, [])
+                  if line.startswith("PRETTY_NAME=")]
+        if pretty and pretty[0]:
+            out.os = pretty[0]
+            break
     return out
+
+
+def cpu_count(ranges: str) -> int:
+    """CPUs in a kernel CPU list such as ``0-3,8-11`` (/sys/devices/system/cpu/online); 0 when unreadable."""
+    count = 0
+    for part in ranges.strip().split(","):
+        lo, _, hi = part.partition("-")
+        if lo.isdigit() and (not hi or hi.isdigit()):
+            count += (int(hi) - int(lo) + 1) if hi else 1
+    return count
 
 
 def filesystems(node: NodeData) -> list[dict[str, Any]]:
@@ -218,15 +238,9 @@ def unit_states(text: str) -> dict[str, dict[str, str]]:
     return out
 
 
-def failed_units(text: str) -> list[str]:
-    out = []
-    for line in text.splitlines():
-        words = line.split()
-        if words and words[0] not in ("●", "*"):
-            out.append(words[0])
-        elif len(words) > 1:
-            out.append(words[1])
-    return out
+def failed_units(states: dict[str, dict[str, str]]) -> list[str]:
+    """Units systemd reports failed, by their full name (``systemctl show --state=failed '*'`` adds them all)."""
+    return sorted(st.get("Id", name) for name, st in states.items() if st.get("ActiveState") == "failed")
 
 
 _DURATION = re.compile(r"([0-9.]+)(ns|us|µs|ms|s|m|h)")
@@ -264,8 +278,7 @@ def node_checks(node: NodeData, collected: Collected, hints: Hints, installed: d
         add("node.reachable", "fail", f"{name} ({node.address}) is unreachable: {node.error}",
             f"check that {name} is up and sshd answers on {node.address}; the rest of the report stands without it")
         return out
-    virt = node.section("virt").strip()
-    container = virt if virt and virt != "none" else None
+    container = (node.files.get(CONTAINER) or [""])[0].strip() or None
     info = system_info(node)
     add("node.reachable", "ok", f"connected in {node.connect_ms:.0f} ms; {info.os}, kernel {info.kernel}, "
         f"up {_human_seconds(info.uptime)}", connect_ms=node.connect_ms, os=info.os, kernel=info.kernel,
@@ -325,15 +338,14 @@ def node_checks(node: NodeData, collected: Collected, hints: Hints, installed: d
 
 
 def _kernel_checks(node: NodeData, cluster: Cluster, hints: Hints, container: str | None) -> list[Check]:
-    from kubexm.diagnostics.health import sysctl_values
     from kubexm.steps.os import same_sysctl_value, wanted_modules, wanted_sysctl
 
     out: list[Check] = []
     name = node.name
     fix = f"{hints.task('PrepareNodesOS', name)} loads the modules and sets the sysctls again"
     mods = wanted_modules(cluster)
-    loaded = node.section("modules").split()
-    if "#unreadable" in loaded:
+    loaded = [line.split(" ", 1)[0] for line in node.files.get(MODULES, [])]
+    if MODULES in node.section("unreadable").splitlines():
         reason = "kernel modules cannot be listed here (no /proc/modules)"
         if container:
             reason += f"; in a {container} container they are the hosting machine's: check them there"
@@ -345,7 +357,7 @@ def _kernel_checks(node: NodeData, cluster: Cluster, hints: Hints, container: st
                          f"kernel modules missing: {', '.join(missing)}" if missing else
                          f"kernel modules loaded: {', '.join(mods)}", fix if missing else "", {"missing": missing}))
     wanted = wanted_sysctl(cluster)
-    live = sysctl_values(list(wanted), node.section("sysctl"))
+    live = sysctl_values(list(wanted), node.files)
     writable = set(node.section("sysctl-writable").split())
     differs = [k for k, v in wanted.items() if live.get(k) is not None and not same_sysctl_value(live.get(k) or "", v)]
     # What this node cannot write (a container's read-only /proc/sys) the Sysctl step leaves alone too: in a
@@ -408,7 +420,7 @@ def _unit_checks(node: NodeData, hints: Hints, installed: dict[str, set[str]]) -
             out.append(Check("unit", f"unit.{unit}", name, "warn", f"{unit} is {active} ({sub}) on {name}",
                              f"check again in a minute; {logs.format(journal).strip()}", data))
     managed = set(node.units_wanted)
-    others = [u for u in failed_units(node.section("failed")) if u.removesuffix(".service") not in managed]
+    others = [u for u in failed_units(states) if u.removesuffix(".service") not in managed]
     out.append(Check("unit", "node.failed-units", name, "warn" if others else "ok",
                      f"failed units not managed by kubexm: {', '.join(others)}" if others else "no failed units",
                      f"inspect them: {hints.on_node(name, 'systemctl', '--failed')}" if others else "",

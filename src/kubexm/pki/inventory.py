@@ -239,11 +239,22 @@ def read_command(cert_paths: list[str], kubeconfig_paths: list[str], probe_paths
     key line, and which of ``probe_paths`` exist."""
     from kubexm.hosts.shell import shell
 
+    # One awk for every file instead of a program per file (a control-plane node holds ~25): the loops only
+    # sort with builtins. Files awk cannot open (unreadable without sudo) or that are empty are named without
+    # content, as they are: awk gets only readable, non-empty ones, since one it cannot open ends its run.
+    # Every path is absolute, so awk never takes one for a ``var=value`` assignment; ``n`` counts the
+    # certificate files in x's (no arithmetic expansion: the read-only verifier reads plain words only).
     return shell(
-        "for f in {certs}; do if test -e \"$f\"; then echo \"#kubexm-file $f\"; "
-        "sed -n '/-----BEGIN CERTIFICATE-----/,/-----END CERTIFICATE-----/p' \"$f\"; fi; done; "
-        "for f in {confs}; do if test -e \"$f\"; then echo \"#kubexm-file $f\"; "
-        "grep -v -e client-key-data \"$f\"; fi; done; "
+        "set --; n=; "
+        "for f in {certs}; do if test -e \"$f\"; then if test -r \"$f\" && test -s \"$f\"; then "
+        "set -- \"$@\" \"$f\"; n=\"${{n}}x\"; else echo \"#kubexm-file $f\"; fi; fi; done; "
+        "for f in {confs}; do if test -e \"$f\"; then if test -r \"$f\" && test -s \"$f\"; then "
+        "set -- \"$@\" \"$f\"; else echo \"#kubexm-file $f\"; fi; fi; done; "
+        "if test $# -gt 0; then awk -v certs=\"$n\" '"
+        "FNR == 1 {{ i++; print \"#kubexm-file \" FILENAME; pem = 0 }} "
+        "i <= length(certs) {{ if ($0 ~ /-----BEGIN CERTIFICATE-----/) pem = 1; if (pem) print; "
+        "if ($0 ~ /-----END CERTIFICATE-----/) pem = 0; next }} "
+        "$0 !~ /client-key-data/' \"$@\"; fi; "
         "for f in {probes}; do if test -e \"$f\"; then echo \"#kubexm-present $f\"; fi; done; true",
         certs=cert_paths or ["/nonexistent"], confs=kubeconfig_paths or ["/nonexistent"],
         probes=probe_paths or ["/nonexistent"], readonly=True)

@@ -179,7 +179,7 @@ def wanted_sysctl(cluster: Cluster) -> dict[str, str]:
               "net.ipv4.ip_forward": "1"}
     values.update(cluster.spec.system.sysctl)
     for key, value in values.items():
-        _proc_path(key)
+        proc_path(key)
         line_value(value, f"sysctl value of {key}", blanks=True)
     return values
 
@@ -197,7 +197,7 @@ def same_sysctl_value(a: str, b: str) -> bool:
 
 def live_sysctl_probe(keys: list[str]) -> Cmd:
     """Prints ``key=value`` per key, the value as /proc/sys shows it (empty when the key is absent)."""
-    return seq(*(shell("printf '%s=' {key}; cat -- {path} 2>/dev/null || echo", key=k, path=_proc_path(k),
+    return seq(*(shell("printf '%s=' {key}; cat -- {path} 2>/dev/null || echo", key=k, path=proc_path(k),
                        readonly=True) for k in keys))
 
 
@@ -209,7 +209,7 @@ def parse_live_sysctl(text: str) -> dict[str, str | None]:
     return live
 
 
-def _proc_path(key: str) -> str:
+def proc_path(key: str) -> str:
     """The file under /proc/sys for ``key``, as sysctl(8) maps it: in a dotted key a ``/`` stands for a dot
     inside one name (``net.ipv4.conf.eth0/100.rp_filter``)."""
     line_value(key, "sysctl key")
@@ -233,7 +233,7 @@ class Sysctl(Step):
         return parse_live_sysctl((await host.run(live_sysctl_probe(list(values)), check=False)).stdout)
 
     async def _writable(self, host: HostContext, values: dict[str, str]) -> set[str]:
-        probe = seq(*(shell("test -w {path} && printf '%s\\n' {key}", path=_proc_path(k), key=k, readonly=True)
+        probe = seq(*(shell("test -w {path} && printf '%s\\n' {key}", path=proc_path(k), key=k, readonly=True)
                       for k in values), sh("true", readonly=True))
         res = await host.run(probe, check=False)
         return set(res.stdout.split())
