@@ -13,10 +13,12 @@ from support.memory import MemoryFleet, MemoryHost
 
 from kubexm.engine import Executor, RunContext, RunOptions
 from kubexm.engine.executor import RunReport
+from kubexm.governance.impact import Masker
 from kubexm.hosts.pool import ConnectionPool
-from kubexm.pipelines.config_sync import CONFIG_SYNC, DIFF_KEY, MASK, Synced, mask, node_steps, wanted_files
+from kubexm.pipelines.config_sync import CONFIG_SYNC, DIFF_KEY, Synced, node_steps, wanted_files
 from kubexm.spec.loader import parse_cluster
 from kubexm.spec.models import Cluster
+from kubexm.state.redact import REDACTED
 from kubexm.steps.os import SYSCTL_FILE
 from kubexm.steps.runtime import CONFIG
 
@@ -152,19 +154,30 @@ def test_diff_shows_exactly_the_mirror_and_the_sysctl_on_every_node_and_changes_
 
 
 def test_diff_masks_registry_secrets_old_and_new() -> None:
-    old = BASE + "  registry:\n    auths:\n      - {registry: r.example, username: bob, password: old-Secret-1}\n"
-    new = BASE + "  registry:\n    auths:\n      - {registry: r.example, username: bob, password: new-Secret-2}\n"
-    fleet, _ = fleet_for(cluster(old))
-    report, shared = run_sync(cluster(new), fleet, dry_run=True)
-    assert report.ok
-    text = json.dumps(shared[DIFF_KEY])
-    assert CONFIG in text and "/var/lib/kubelet/config.json" in text
-    assert "old-Secret-1" not in text and "new-Secret-2" not in text and MASK in text
     import base64
 
-    assert base64.b64encode(b"bob:old-Secret-1").decode() not in text
-    assert base64.b64encode(b"bob:new-Secret-2").decode() not in text
-    assert mask('+          password = "anything"', []) == f"+          password = {MASK}"
+    old = BASE + "  registry:\n    auths:\n      - {registry: r.example, username: bob, password: old-Secret-1}\n"
+    only_secret = BASE + "  registry:\n    auths:\n      - {registry: r.example, username: bob, password: new-Secret-2}\n"
+    and_user = BASE + "  registry:\n    auths:\n      - {registry: r.example, username: alice, password: new-Secret-2}\n"
+    secrets = ["old-Secret-1", "new-Secret-2", *(base64.b64encode(f"{u}:{p}".encode()).decode()
+                                                for u in ("bob", "alice") for p in ("old-Secret-1", "new-Secret-2"))]
+    fleet, _ = fleet_for(cluster(old))
+    report, shared = run_sync(cluster(only_secret), fleet, dry_run=True)
+    assert report.ok
+    text = json.dumps(shared[DIFF_KEY])
+    assert not [s for s in secrets if s in text]
+    # Only the password changes: each file says so instead of showing a diff of two masked, equal texts.
+    changes = {c["path"]: c for c in shared[DIFF_KEY]["n1"]}
+    assert set(changes) == {CONFIG, "/var/lib/kubelet/config.json"}
+    assert all(c["diff"] == "" and c["note"] == "only a secret value changes (not shown)" for c in changes.values())
+
+    report, shared = run_sync(cluster(and_user), fleet, dry_run=True)
+    text = json.dumps(shared[DIFF_KEY])
+    assert report.ok and not [s for s in secrets if s in text]
+    config = next(c for c in shared[DIFF_KEY]["n1"] if c["path"] == CONFIG)
+    assert '+' in config["diff"] and "alice" in config["diff"] and REDACTED in config["diff"], config
+    # A secret-looking key's value is hidden even when the spec does not hold it (an old one on the node).
+    assert Masker().text('          password = "anything"') == f'          password = "{REDACTED}"'
 
 
 def test_sync_applies_node_by_node_and_a_second_diff_is_empty() -> None:

@@ -134,11 +134,29 @@ class Impact:
                 "nodes": [asdict(n) for n in self.changed], "risks": [asdict(r) for r in self.risks]}
 
 
-def unified_diff(path: str, old: str | None, new: str) -> str:
+def unified_diff(path: str, old: str | None, new: str, label: str = "planned") -> str:
+    """The node's copy (``old``, None when absent) against ``new``, as ``diff -u`` prints it; ``label`` names
+    where ``new`` comes from (``planned`` in a plan, ``spec`` in `config diff`)."""
     lines = difflib.unified_diff((old or "").splitlines(keepends=True), new.splitlines(keepends=True),
                                  fromfile=f"{path} (node)" if old is not None else "/dev/null",
-                                 tofile=f"{path} (planned)")
+                                 tofile=f"{path} ({label})")
     return "".join(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n" for line in lines)
+
+
+def text_change(masker: Masker, path: str, old: str | None, new: str | None, *, exists: bool,
+                label: str = "planned") -> tuple[str, str]:
+    """(diff, note) for a file going from ``old`` (the node's text; None when absent or unreadable as text) to
+    ``new`` (None: binary or too large), both masked first: a diff, or a note saying why none is shown. The one
+    way `kubexm plan` and `kubexm config diff` show a file's change."""
+    if masker.hidden_path(path):
+        return "", "content not shown (a private key or token)"
+    if new is None or (exists and old is None):
+        return "", "binary or too large for a diff: content differs"
+    old_masked = None if old is None else masker.text(old)
+    new_masked = masker.text(new)
+    if old_masked == new_masked:
+        return "", "only a secret value changes (not shown)"
+    return unified_diff(path, old_masked, new_masked, label), ""
 
 
 def assess(cluster: Cluster, impact: Impact, rolling: dict[str, bool]) -> list[Risk]:

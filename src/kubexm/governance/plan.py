@@ -25,7 +25,7 @@ from kubexm.engine import DEPLOY, Executor, HostContext, Module, RunOptions, Ste
 from kubexm.engine.context import UPLOAD_CAPTURE, file_attrs
 from kubexm.engine.events import Listener
 from kubexm.errors import KubexmError, NotApplicable, PlanViolation
-from kubexm.governance.impact import FileChange, Impact, Masker, UnitAction, assess, unified_diff
+from kubexm.governance.impact import FileChange, Impact, Masker, UnitAction, assess, text_change
 from kubexm.hosts.digest import LARGE_FILE, sha256_file
 from kubexm.hosts.pool import ConnectionFactory
 from kubexm.spec.models import Cluster
@@ -144,17 +144,7 @@ class Planner:
         old_text = None
         if got is not None and new_text is not None:
             old_text = await host.read_text(remote)
-        if self.masker.hidden_path(remote):
-            change.note = "content not shown (a private key or token)"
-        elif new_text is None or (got is not None and old_text is None):
-            change.note = "binary or too large for a diff: content differs"
-        else:
-            old_masked = None if old_text is None else self.masker.text(old_text)
-            new_masked = self.masker.text(new_text)
-            if old_masked == new_masked:
-                change.note = "only a secret value changes (not shown)"
-            else:
-                change.diff = unified_diff(remote, old_masked, new_masked)
+        change.diff, change.note = text_change(self.masker, remote, old_text, new_text, exists=got is not None)
         node.files.append(change)
         return True
 

@@ -9,21 +9,19 @@ in ``run.shared["config-diff"]``.
 
 from __future__ import annotations
 
-import difflib
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from kubexm.engine import SERIAL, HostContext, Module, Pipeline, Step, Task, all_hosts, first, role
 from kubexm.errors import NotApplicable, StepFailed
+from kubexm.governance.impact import Masker, text_change
 from kubexm.kube import commands
 from kubexm.kube.kubeadm import ADMIN_CONF, dump_go_yaml, kubelet_configuration
 from kubexm.modules.runtime import InstallContainerd, InstallCrio, InstallDocker
 from kubexm.spec.fields import parse_taint
 from kubexm.spec.models import Cluster
-from kubexm.state.redact import is_secret_key, spec_secret_values
 from kubexm.steps.addons import ApplyAddon, addon_path, all_addons
 from kubexm.steps.binaries import BIN
 from kubexm.steps.common import PutFile, Systemd, Template
@@ -47,11 +45,9 @@ from kubexm.steps.runtime import ConfigFiles
 
 DIFF_KEY = "config-diff"
 KUBELET_CONFIG = "/var/lib/kubelet/config.yaml"
-MASK = "********"
 _RUNTIME_TASKS = {"containerd": InstallContainerd, "docker": InstallDocker, "crio": InstallCrio}
 # Where each runtime's daemon is once its packages are installed (Debian and RHEL families alike).
 _RUNTIME_BINARIES = {"containerd": "/usr/bin/containerd", "docker": "/usr/bin/dockerd", "crio": "/usr/bin/crio"}
-_KEY_VALUE = re.compile(r'^(?P<head>[\s+\-]*"?(?P<key>[A-Za-z0-9_.\-]+)"?\s*[:=]\s*)(?P<value>["\'\w].*?)(?P<tail>,?)$')
 
 
 # -- what a step wants on a node, as file contents ------------------------------------------------------
@@ -77,47 +73,26 @@ def wanted_files(step: Step, host: HostContext) -> dict[str, bytes]:
     return {}
 
 
-def secret_values(cluster: Cluster) -> list[str]:
-    """Every secret the spec holds, and the forms configs write them in (docker's base64 user:password)."""
-    return spec_secret_values(cluster, min_length=3)
-
-
-def mask(line: str, secrets: list[str]) -> str:
-    """A diff line with the spec's secrets and the value of any secret-looking key (``password = ...``,
-    ``"auth": ...``, also an old one the spec no longer holds) replaced by ``********``."""
-    for secret in secrets:
-        line = line.replace(secret, MASK)
-    m = _KEY_VALUE.match(line)
-    if m and is_secret_key(m.group("key")):
-        line = f"{m.group('head')}{MASK}{m.group('tail')}"
-    return line
-
-
-def unified_diff(path: str, have: str | None, want: str, secrets: list[str]) -> str:
-    old = [] if have is None else have.splitlines(keepends=True)
-    lines = difflib.unified_diff(old, want.splitlines(keepends=True), fromfile=f"{path} (node)" if have is not None
-                                 else "/dev/null", tofile=f"{path} (spec)")
-    return "".join(mask(line.rstrip("\n"), secrets) + "\n" for line in lines)
-
-
 async def describe_change(step: Step, host: HostContext) -> list[dict[str, str]]:
     """What ``step`` would change on ``host``, read-only: a unified diff per file that differs, plus the
     settings no file shows (sysctl values live in the kernel, node labels in the API)."""
-    secrets = secret_values(host.cluster)
+    masker = Masker.for_clusters(host.cluster)
     inner = step.inner if isinstance(step, Synced) else step
     out: list[dict[str, str]] = []
     for path, data in wanted_files(inner, host).items():
         have = await host.read_text(path)
         want = data.decode(errors="replace")
         if have != want:
-            out.append({"path": path, "diff": unified_diff(path, have, want, secrets)})
+            diff, note = text_change(masker, path, have, want, exists=have is not None, label="spec")
+            out.append({"path": path, "diff": diff, "note": note} if note else {"path": path, "diff": diff})
     if isinstance(inner, KubeletConfig):
         current = await inner.current(host)
         if current is not None:
             # Both sides in one formatting, so only what the spec changes shows (not kubeadm's layout).
             have, want = dump_go_yaml([current]), dump_go_yaml([inner.merged(current, host.cluster)])
             if have != want:
-                out.append({"path": KUBELET_CONFIG, "diff": unified_diff(KUBELET_CONFIG, have, want, secrets)})
+                diff, note = text_change(masker, KUBELET_CONFIG, have, want, exists=True, label="spec")
+                out.append({"path": KUBELET_CONFIG, "diff": diff, "note": note})
     if isinstance(inner, Sysctl):
         values = wanted_sysctl(host.cluster)
         live = parse_live_sysctl((await host.run(live_sysctl_probe(list(values)), check=False)).stdout)
