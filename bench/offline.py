@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import contextlib
 import gzip
 import hashlib
 import io
@@ -30,7 +29,6 @@ import os
 import platform
 import random
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -39,6 +37,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from kubexm.lab.registry import BINARY as REGISTRY_BINARY
+from kubexm.lab.registry import LocalRegistry
 from kubexm.offline import bundle as kbundle
 from kubexm.offline import oci
 from kubexm.offline.registry_client import RegistryClient
@@ -46,7 +46,6 @@ from kubexm.offline.sync import target_repository
 
 PY = sys.executable
 KUBEXM = str(Path(PY).with_name("kubexm"))
-REGISTRY_BINARY = "/usr/bin/docker-registry"
 USER = "bench"
 PASSWORD = "bench-pw-not-secret"
 MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -174,84 +173,18 @@ def skopeo_tree(bundle_file: Path, manifest: kbundle.Manifest, work: Path) -> Pa
 
 # -- the registry ----------------------------------------------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Registry:
-    """docker-registry on 127.0.0.1 with kubexm's config for registry hosts (paths in ``base``), storage in
-    ``data``; ``wipe()`` makes it empty again: stopped, data deleted, started."""
+class Registry(LocalRegistry):
+    """kubexm's local registry (kubexm.lab.registry, as the tests run it), plus what skopeo needs to push to it:
+    the CA as a cert directory and the credentials in an auth file (kubexm's come on stdin)."""
 
     def __init__(self, base: Path, data: Path) -> None:
-        from kubexm.pki.store import PKI
-        from kubexm.spec.loader import parse_cluster
-        from kubexm.steps.registry import REGISTRY_CA, cert_specs, config_text, htpasswd_text, registry_users
-
-        self.port = _free_port()
-        self.address = f"127.0.0.1:{self.port}"
-        self.base, self.data = base, data
-        base.mkdir(parents=True, exist_ok=True)
-        cluster = parse_cluster(f"""\
-apiVersion: kubexm.io/v1alpha1
-kind: Cluster
-metadata: {{name: kxbench}}
-spec:
-  hosts:
-    - {{name: cp1, address: 10.0.0.1}}
-    - {{name: reg1, address: 127.0.0.1}}
-  roleGroups: {{etcd: [cp1], control-plane: [cp1], registry: [reg1]}}
-  registry:
-    type: docker-registry
-    port: {self.port}
-    auths:
-      - {{registry: "{self.address}", username: {USER}, password: {PASSWORD}}}
-""")
-        pki = PKI(base / "pki")
-        pki.ensure(cert_specs(cluster))
-        leaf = cert_specs(cluster)[1].path
-        (base / "htpasswd").write_bytes(htpasswd_text(registry_users(cluster)))
-        self.config = base / "config.yml"
-        self.config.write_bytes(config_text(cluster, cert=str(pki.crt(leaf)), key=str(pki.key(leaf)),
-                                            htpasswd=str(base / "htpasswd"), root=str(data), listen=self.address))
-        self.ca_file = pki.crt(REGISTRY_CA.path)
+        super().__init__(base, USER, PASSWORD, data=data, name="kxbench")
         self.certs = base / "skopeo-certs"  # skopeo's --dest-cert-dir: the CA as *.crt
         self.certs.mkdir(exist_ok=True)
         shutil.copy(self.ca_file, self.certs / "ca.crt")
-        self.authfile = base / "auth.json"  # skopeo's credentials in a file, as kubexm's come on stdin
+        self.authfile = base / "auth.json"
         token = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
         self.authfile.write_text(json.dumps({"auths": {self.address: {"auth": token}}}))
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.data.mkdir(parents=True, exist_ok=True)
-        with (self.base / "registry.log").open("ab") as log:
-            self.proc = subprocess.Popen([REGISTRY_BINARY, "serve", str(self.config)], stdout=log,
-                                         stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"docker-registry exited: {(self.base / 'registry.log').read_text()[-1500:]}")
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                return
-            time.sleep(0.05)
-        raise RuntimeError("docker-registry did not listen within 30 s")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
-
-    def wipe(self) -> None:
-        self.stop()
-        shutil.rmtree(self.data, ignore_errors=True)
-        self.start()
 
     def check(self, expected: dict[str, str]) -> None:
         """Every image's tag names the bundle's digest (asked with kubexm's client, a plain HEAD)."""

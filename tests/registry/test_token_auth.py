@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import json
-import subprocess
 import threading
 import time
 import uuid
@@ -18,13 +17,14 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from kubexm.lab.registry import RegistryUnavailable
 from kubexm.offline.registry_client import RegistryAuthError
 from kubexm.offline.sync import sync_bundle
 from kubexm.pki.certs import CertSpec, load_cert, load_key
 from kubexm.pki.store import PKI
-from kubexm.steps.registry import REGISTRY_CA, config_text
+from kubexm.steps.registry import REGISTRY_CA
 
-from .conftest import BINARY, cluster_for, free_port, stop
+from .conftest import PASSWORD, USER, stop
 from .conftest import RunningRegistry as Running
 from .oci import LayoutWriter, multiarch
 
@@ -94,39 +94,15 @@ class TokenServer:
 
 @pytest.fixture
 def token_registry(tmp_path: Path) -> Iterator[tuple[Running, TokenServer]]:
-    if not Path(BINARY).exists():
-        pytest.skip("docker-registry is not installed (apt-get install docker-registry)")
-    base = tmp_path / "tokenreg"
-    base.mkdir()
-    port = free_port()
-    cluster = cluster_for(port)
-    pki = PKI(base / "pki")
-    from kubexm.steps.registry import cert_specs
-
-    pki.ensure(cert_specs(cluster))
-    tokens = TokenServer(pki, "robot", "robot-secret")
-    leaf = cert_specs(cluster)[1].path
-    from ruamel.yaml import YAML
-
-    config = YAML(typ="safe").load(config_text(cluster, cert=str(pki.crt(leaf)), key=str(pki.key(leaf)),
-                                               root=str(base / "data"), listen=f"127.0.0.1:{port}"))
-    config["auth"] = {"token": {"realm": f"http://127.0.0.1:{tokens.port}/token", "service": SERVICE,
-                                "issuer": ISSUER, "rootcertbundle": str(pki.crt(REGISTRY_CA.path))}}
-    (base / "config.yml").write_text(json.dumps(config))  # JSON is YAML
-    log = base / "registry.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen([BINARY, "serve", str(base / "config.yml")], stdout=out, stderr=subprocess.STDOUT)
-    reg = Running(f"127.0.0.1:{port}", pki.crt(REGISTRY_CA.path), log, base / "data", proc)
-    import socket
-
-    for _ in range(200):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            if proc.poll() is not None:
-                raise AssertionError(log.read_text()[-2000:]) from None
-            time.sleep(0.1)
+    reg = Running(tmp_path / "tokenreg", USER, PASSWORD)
+    tokens = TokenServer(reg.pki, "robot", "robot-secret")
+    reg.use_auth({"token": {"realm": f"http://127.0.0.1:{tokens.port}/token", "service": SERVICE,
+                            "issuer": ISSUER, "rootcertbundle": str(reg.ca_file)}})
+    try:
+        reg.start()
+    except RegistryUnavailable as exc:
+        tokens.close()
+        pytest.skip(str(exc))
     yield reg, tokens
     stop(reg)
     tokens.close()
