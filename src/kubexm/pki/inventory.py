@@ -27,7 +27,15 @@ from ruamel.yaml import YAML
 
 from kubexm.errors import UsageError
 from kubexm.pki.certs import CertSpec, inspect
-from kubexm.pki.layout import CA, ETCD_CA, FRONT_PROXY_CA, etcd_member_specs, etcd_specs, kubeconfig_specs
+from kubexm.pki.layout import (
+    CA,
+    ETCD_CA,
+    FRONT_PROXY_CA,
+    etcd_member_specs,
+    etcd_specs,
+    kubeconfig_specs,
+    kubelet_kubeconfig_spec,
+)
 from kubexm.spec.models import Cluster
 
 NODE_PKI = "/etc/kubernetes/pki"
@@ -167,7 +175,7 @@ def node_inventory(cluster: Cluster, node: str) -> list[Placed]:
         group: Group = "control-plane" if "control-plane" in roles else "kubelet"
         if group == "kubelet":
             out.append(Placed("ca", f"{NODE_PKI}/ca.crt", "cert", CA.path, None, group=group))  # kubeadm join's copy
-        kubelet = kubeconfig_specs(cluster)[f"kubelet-{node}.conf"]
+        kubelet = kubelet_kubeconfig_spec(node)
         serving = kubelet_serving_spec(cluster, node)
         out += [
             Placed("kubelet.conf", f"{KUBE_DIR}/kubelet.conf", "kubeconfig", kubelet.path, CA.path, "kubelet", group,

@@ -93,6 +93,10 @@ def kubeconfig_specs(cluster: Cluster) -> dict[str, CertSpec]:
     }
     for host in cluster.spec.hosts:
         if cluster.roles_of(host.name):
-            out[f"kubelet-{host.name}.conf"] = CertSpec(f"kubeconfig/kubelet-{host.name}", f"system:node:{host.name}",
-                                                        "ca", ("system:nodes",), (), (), ("client",))
+            out[f"kubelet-{host.name}.conf"] = kubelet_kubeconfig_spec(host.name)
     return out
+
+
+def kubelet_kubeconfig_spec(node: str) -> CertSpec:
+    """The identity in ``node``'s kubelet.conf (one node's entry of ``kubeconfig_specs``, without building all)."""
+    return CertSpec(f"kubeconfig/kubelet-{node}", f"system:node:{node}", "ca", ("system:nodes",), (), (), ("client",))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, ValidationInfo, field_validator
 from pydantic.alias_generators import to_camel
 
 from kubexm.spec.fields import (
@@ -150,11 +150,26 @@ class RoleGroups(SpecModel):
     loadbalancer: list[NodeName] = Field(default_factory=list)
     registry: list[NodeName] = Field(default_factory=list)
 
+    # host -> its roles, rebuilt when a member list is replaced or changes length: roles_of is asked per host
+    # by per-host work (a fleet of 1,000 would otherwise scan every list for every host, for every host).
+    _index: dict[str, list[str]] = PrivateAttr(default_factory=dict)
+    _index_key: tuple[tuple[int, int], ...] = PrivateAttr(default=())
+
     def members(self, role: str) -> list[str]:
         return list(getattr(self, role.replace("-", "_")))
 
     def roles_of(self, host: str) -> list[str]:
-        return [role for role in ROLE_NAMES if host in self.members(role)]
+        lists = [getattr(self, role.replace("-", "_")) for role in ROLE_NAMES]
+        key = tuple((id(members), len(members)) for members in lists)
+        if key != self._index_key:
+            index: dict[str, list[str]] = {}
+            for role, members in zip(ROLE_NAMES, lists, strict=True):
+                for name in members:
+                    roles = index.setdefault(name, [])
+                    if not roles or roles[-1] != role:
+                        roles.append(role)
+            self._index, self._index_key = index, key
+        return list(self._index.get(host, ()))
 
 
 class ControlPlaneEndpoint(SpecModel):
@@ -441,16 +456,25 @@ class Cluster(SpecModel):
     kind: Literal["Cluster"]
     metadata: Metadata
     spec: ClusterSpec
+    _hosts_index: dict[str, Host] = PrivateAttr(default_factory=dict)
+    _hosts_key: tuple[int, int] = PrivateAttr(default=(0, -1))
 
     @property
     def name(self) -> str:
         return self.metadata.name
 
     def host(self, name: str) -> Host:
-        for host in self.spec.hosts:
-            if host.name == name:
-                return host
-        raise KeyError(name)
+        hosts = self.spec.hosts
+        key = (id(hosts), len(hosts))
+        if key != self._hosts_key:  # rebuilt when the list is replaced or changes length (see RoleGroups)
+            self._hosts_index, self._hosts_key = {h.name: h for h in reversed(hosts)}, key
+        host = self._hosts_index.get(name)
+        if host is None or host.name != name:
+            for host in hosts:  # renamed in place since the index was built: the list is the truth
+                if host.name == name:
+                    return host
+            raise KeyError(name)
+        return host
 
     def roles_of(self, host: str) -> list[str]:
         return self.spec.role_groups.roles_of(host)
