@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import time
@@ -295,4 +296,45 @@ async def test_non_root_get_reads_root_only_file(sshd: SSHD, tmp_path: Path) -> 
         assert (tmp_path / "f").read_bytes() == b"only root reads this"
     finally:
         await conn.run("rm -rf /opt/kubexm-it-get")
+        await conn.close()
+
+
+async def test_a_command_longer_than_the_keepalive_window_is_not_cut_short(sshd: SSHD) -> None:
+    """Short keepalives while a command runs: a busy but answering host keeps its command (no false alarm)."""
+    conn = SSHConnection(host(sshd, privateKeyPath=str(sshd.key)), ConnectOptions(connect_timeout=1))
+    try:
+        res = await conn.run(sh("sh", "-c", "sleep 3; echo done").text, sudo=False)
+        assert res.ok and res.stdout.strip() == "done"
+    finally:
+        await conn.close()
+
+
+async def test_a_host_that_goes_silent_mid_command_is_unreachable_within_its_connect_timeout(sshd: SSHD) -> None:
+    """Its sshd frozen (SIGSTOP: no RST, no answer, as a power cut or dropped packets look): the command ends
+    with HostUnreachable (not retried by the engine) after about one connect timeout, not its own limit."""
+    import signal
+
+    from kubexm.errors import HostUnreachable
+
+    conn = SSHConnection(host(sshd, privateKeyPath=str(sshd.key)), ConnectOptions(connect_timeout=2))
+    frozen: list[int] = []
+    try:
+        assert await whoami(conn, sudo=False) == sshd.user
+        running = asyncio.ensure_future(conn.run(sh("sleep", "60").text, sudo=False))
+        await asyncio.sleep(0.5)
+        frozen = sshd.sessions()
+        assert frozen
+        for pid in frozen:
+            os.kill(pid, signal.SIGSTOP)
+        start = time.monotonic()
+        with pytest.raises(HostUnreachable) as err:
+            await asyncio.wait_for(running, 20)
+        took = time.monotonic() - start
+        assert took < 2 * 2 + 1, took  # about one connect timeout (keepalives every 0.5 s, 3 unanswered)
+        assert "stopped answering" in err.value.message and "\n" not in err.value.message
+    finally:
+        for pid in frozen:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+        sshd.kill_sessions()
         await conn.close()

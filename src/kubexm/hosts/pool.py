@@ -54,6 +54,7 @@ class ConnectionPool:
         # costing another connect timeout per task (a dead host is waited for once per run).
         self._unreachable: dict[str, HostUnreachable] = {}
         self._reached: set[str] = set()
+        self._redialled: set[str] = set()  # reached earlier, then not: given one retry's dial, not all of them
         raise_open_files(len(cluster.spec.hosts))
 
     def _spec(self, name: str) -> Host | None:
@@ -79,9 +80,10 @@ class ConnectionPool:
                         conn = direct(spec, self.options, bastion_of(self.cluster, spec))
                         await conn.open()
                 except HostUnreachable as exc:
-                    if name in self._reached:
-                        # It answered earlier in this run (sshd restarting, a reboot): worth the engine's
-                        # retries, like any transport fault.
+                    if name in self._reached and name not in self._redialled:
+                        # It answered earlier in this run (sshd restarting, a link blip): one more dial after the
+                        # engine's backoff; a host that then still cannot be dialled is down for this run.
+                        self._redialled.add(name)
                         raise ConnectionFault(exc.message, hint=exc.hint) from None
                     self._unreachable[name] = exc
                     raise

@@ -13,6 +13,7 @@ import os
 import posixpath
 import time
 import uuid
+from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -52,6 +53,12 @@ _TRANSPORT_ERRORS = (
 # Seconds past a command's limit (and the host's KILL_AFTER) before kubexm stops waiting for a host that
 # did not end it itself (a frozen host, a lost link that keepalives have not noticed yet).
 _BACKSTOP = 10.0
+# Keepalives: a connection at rest asks every IDLE_KEEPALIVE s (a kept connection can wait minutes for its next
+# run); while a command runs it asks every connect_timeout / (KEEPALIVE_COUNT + 1) s, so a host that goes
+# silent mid-command (power cut, packets dropped) is given up after about one connect timeout, as one that
+# never answered the dial is, instead of waiting minutes for the command's own limit.
+IDLE_KEEPALIVE = 15.0
+KEEPALIVE_COUNT = 3
 _CHUNK = 4 << 20  # bytes per SFTP write (asyncssh splits each into parallel requests)
 # AES-GCM first: one AEAD call per packet in OpenSSL (AES-NI on the machines kubexm targets) where
 # chacha20-poly1305, asyncssh's first choice, costs several per packet; measured ~10% less client CPU for
@@ -67,6 +74,10 @@ class _PinningClient(asyncssh.SSHClient):
         self.name, self.address, self.port, self.options = name, address, port, options
         self.mismatch: str | None = None
         self.store = KnownHosts(options.known_hosts or paths.known_hosts_file())
+        self.lost: BaseException | None = None  # why the connection ended, when it ended with an error
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = exc
 
     def validate_host_public_key(self, host: str, addr: str, port: int, key: asyncssh.SSHKey) -> bool:
         offered = key.export_public_key("openssh").decode().split()[:2]
@@ -139,6 +150,9 @@ class SSHConnection(Connection):
         self._tunnel: asyncssh.SSHClientConnection | None = None
         self._sftp: asyncssh.SFTPClient | None = None
         self._sudo_password = self.host.sudo_password or self.host.password
+        self._busy: dict[int, int] = {}  # commands in flight per live link (they get the short keepalives)
+        self._client: _PinningClient | None = None  # the host link's client: it learns why the link ended
+        self._dialled: _PinningClient | None = None
 
     # -- connecting -----------------------------------------------------------------------
     async def open(self) -> None:
@@ -156,6 +170,7 @@ class SSHConnection(Connection):
         kwargs = _connect_kwargs(h.user, h.password, h.private_key_path, h.private_key_passphrase, h.name)
         try:
             self._conn = await self._dial(h.name, h.address, h.port, kwargs, tunnel)
+            self._client = self._dialled
         except BaseException:
             if tunnel is not None:
                 tunnel.close()
@@ -164,7 +179,7 @@ class SSHConnection(Connection):
 
     async def _dial(self, name: str, address: str, port: int, kwargs: dict[str, Any],
                     tunnel: asyncssh.SSHClientConnection | None) -> asyncssh.SSHClientConnection:
-        client = _PinningClient(name, address, port, self.options)
+        client = self._dialled = _PinningClient(name, address, port, self.options)
         where = f"{address}:{port}" + (f" via bastion {self.bastion.name}" if tunnel and self.bastion else "")
 
         async def attempt(budget: float) -> asyncssh.SSHClientConnection:
@@ -174,7 +189,7 @@ class SSHConnection(Connection):
                 encryption_algs=_CIPHERS,
                 server_host_key_algs=_host_key_algs(client.store.lookup(address, port)),
                 connect_timeout=budget,
-                keepalive_interval=15, keepalive_count_max=3,
+                keepalive_interval=IDLE_KEEPALIVE, keepalive_count_max=KEEPALIVE_COUNT,
                 config=None, **kwargs,
             )
             return conn
@@ -206,6 +221,33 @@ class SSHConnection(Connection):
                 from None
 
     # -- commands -------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _watched(self, conn: asyncssh.SSHClientConnection) -> Iterator[None]:
+        """Short keepalives while a command runs on ``conn``, the idle ones again after the last one ends."""
+        key = id(conn)
+        if not self._busy.get(key):
+            conn.set_keepalive(max(0.5, self.options.connect_timeout / (KEEPALIVE_COUNT + 1)), KEEPALIVE_COUNT)
+        self._busy[key] = self._busy.get(key, 0) + 1
+        try:
+            yield
+        finally:
+            self._busy[key] -= 1
+            if not self._busy[key]:
+                del self._busy[key]
+                if not conn.is_closed():
+                    conn.set_keepalive(IDLE_KEEPALIVE, KEEPALIVE_COUNT)
+
+    def _lost(self, exc: BaseException, doing: str) -> ConnectionFault:
+        """The error for a link lost while ``doing``: a host that stopped answering keepalives is unreachable
+        (not retried, as a host that did not answer the dial is); any other loss is a transport fault."""
+        if isinstance(exc, asyncssh.ConnectionLost) and "keepalive" in str(exc).lower():
+            return HostUnreachable(
+                f"{self.name}: stopped answering while {doing} (no reply to SSH keepalives for about "
+                f"{self.options.connect_timeout:g} s); what it was doing may have run in part",
+                hint="check that the host is up and reachable, then run the command again")
+        return ConnectionFault(f"{self.name}: connection lost while {doing}: {_reason(exc)}",
+                               hint="the engine retries; check the host if it persists")
+
     async def run(self, command: str, *, sudo: bool = True, stdin: bytes | str | None = None,
                   timeout: float | None = None) -> CommandResult:
         res, out, err = await self._exec(command, sudo=sudo, stdin=stdin, timeout=timeout)
@@ -233,13 +275,14 @@ class SSHConnection(Connection):
         started = time.monotonic()
         proc: asyncssh.SSHClientProcess[bytes] | None = None
         try:
-            proc = await conn.create_process(line, encoding=None)
-            if data:
-                proc.stdin.write(data)
-            proc.stdin.write_eof()
-            # The host's timeout ends the command at ``limit``; this one only guards against a host that
-            # does not answer at all.
-            done = await proc.wait(check=False, timeout=limit + KILL_AFTER + _BACKSTOP)
+            with self._watched(conn):
+                proc = await conn.create_process(line, encoding=None)
+                if data:
+                    proc.stdin.write(data)
+                proc.stdin.write_eof()
+                # The host's timeout ends the command at ``limit``; this one only guards against a host that
+                # does not answer at all.
+                done = await proc.wait(check=False, timeout=limit + KILL_AFTER + _BACKSTOP)
         except (asyncssh.TimeoutError, TimeoutError) as exc:
             assert proc is not None
             await _stopping(self._stop(conn, proc, as_root, seen=_bytes(getattr(exc, "stderr", b""))))
@@ -250,14 +293,13 @@ class SSHConnection(Connection):
             raise
         except _TRANSPORT_ERRORS as exc:
             await self._drop()
-            raise ConnectionFault(f"{self.name}: connection lost while running a command: {_reason(exc)}",
-                                  hint="the engine retries; check the host if it persists") from None
+            raise self._lost(exc, "running a command") from None
         _, err = _split_pid(_bytes(done.stderr))
         if done.exit_status is None and done.exit_signal is None:
             # The channel closed without the command reporting how it ended: the host or its sshd went away.
+            why = self._client.lost if self._client is not None else None
             await self._drop()
-            raise ConnectionFault(f"{self.name}: connection lost while running a command (no exit status)",
-                                  hint="the engine retries; check the host if it persists")
+            raise self._lost(why or ConnectionError("no exit status"), "running a command")
         if done.exit_signal is not None:
             signal_name = done.exit_signal[0]
             return 128 + _signal_number(signal_name), _bytes(done.stdout), err + \
@@ -306,13 +348,14 @@ class SSHConnection(Connection):
         line, _ = self._line(command, limit, as_root=False, data=None)
         proc: asyncssh.SSHClientProcess[bytes] | None = None
         try:
-            proc = await conn.create_process(line, encoding=None)
-            with open(source, "rb") as fh:
-                while chunk := fh.read(_CHUNK):
-                    proc.stdin.write(chunk)
-                    await proc.stdin.drain()
-            proc.stdin.write_eof()
-            done = await proc.wait(check=False, timeout=limit + KILL_AFTER + _BACKSTOP)
+            with self._watched(conn):
+                proc = await conn.create_process(line, encoding=None)
+                with open(source, "rb") as fh:
+                    while chunk := fh.read(_CHUNK):
+                        proc.stdin.write(chunk)
+                        await proc.stdin.drain()
+                proc.stdin.write_eof()
+                done = await proc.wait(check=False, timeout=limit + KILL_AFTER + _BACKSTOP)
         except (asyncssh.TimeoutError, TimeoutError) as exc:
             assert proc is not None
             await _stopping(self._stop(conn, proc, False, seen=_bytes(getattr(exc, "stderr", b""))))
@@ -323,7 +366,7 @@ class SSHConnection(Connection):
             raise
         except _TRANSPORT_ERRORS as exc:
             await self._drop()
-            raise ConnectionFault(f"{self.name}: connection lost while streaming: {_reason(exc)}") from None
+            raise self._lost(exc, "streaming a file to a command") from None
         status = done.exit_status if done.exit_status is not None else 255
         _, err = _split_pid(_bytes(done.stderr))
         return CommandResult(command, status, _bytes(done.stdout).decode(errors="replace"), err.decode(errors="replace"))
