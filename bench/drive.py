@@ -4,7 +4,9 @@
 
 TOOL: kubexm | asyncssh. WORKLOAD: a (1 command), b (10 commands), c (20 idempotent steps, re-run),
 d (upload BLOB: kubexm relay; asyncssh: one SFTP copy per host), d1 (BLOB to the first host only),
-e (plan of b), prepare-c (first run of c, not timed). Prints nothing on success; exit 1 on failure.
+e (plan of b), prepare-c (first run of c, not timed). Prints nothing on success; on failure prints
+"failed hosts: NAME ..." (every host that failed) and exits 1. Connects time out after KUBEXM_CONNECT_TIMEOUT
+seconds (default 15), for both tools.
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ def load_hosts(path: str) -> list[dict[str, str]]:
 async def plain(workload: str, hosts: list[dict[str, str]], key: str, blob: str | None) -> None:
     import asyncssh
 
-    from kubexm.hosts.dial import dial
+    from kubexm.hosts.dial import connect_timeout, dial
+
+    timeout = connect_timeout()
 
     async def connect(h: dict[str, str]) -> asyncssh.SSHClientConnection:
         # The same bounded, retrying dial kubexm uses (a fair comparison at 1,000 hosts, where unbounded dials
@@ -35,7 +39,7 @@ async def plain(workload: str, hosts: list[dict[str, str]], key: str, blob: str 
             return await asyncssh.connect(h["address"], username="kxbench", client_keys=[key], known_hosts=None,
                                           connect_timeout=budget)
 
-        return await dial(attempt, 15.0)
+        return await dial(attempt, timeout)
 
     async def one(h: dict[str, str]) -> None:
         async with await connect(h) as conn:
@@ -56,9 +60,10 @@ async def plain(workload: str, hosts: list[dict[str, str]], key: str, blob: str 
 
     targets = hosts[:1] if workload == "d1" else hosts
     results = await asyncio.gather(*(one(h) for h in targets), return_exceptions=True)
-    failed = [r for r in results if isinstance(r, BaseException)]
+    failed = [(h["name"], r) for h, r in zip(targets, results, strict=True) if isinstance(r, BaseException)]
     if failed:
-        sys.exit(f"{len(failed)} of {len(targets)} hosts failed, e.g. {type(failed[0]).__name__}: {failed[0]}")
+        print(f"failed hosts: {' '.join(name for name, _ in failed)}", file=sys.stderr)
+        sys.exit(f"{len(failed)} of {len(targets)} hosts failed, e.g. {type(failed[0][1]).__name__}: {failed[0][1]}")
 
 
 # -- kubexm: the engine with the same steps users' tasks are made of ---------------------------------------
@@ -82,13 +87,15 @@ def kubexm_cluster(hosts: list[dict[str, str]], key: str) -> object:
 async def with_kubexm(workload: str, hosts: list[dict[str, str]], key: str, blob: str | None) -> None:
     from kubexm.engine import Executor, Module, RunContext, RunOptions, Task, all_hosts
     from kubexm.hosts.base import ConnectOptions
+    from kubexm.hosts.dial import connect_timeout
     from kubexm.hosts.keeper import persist_seconds
     from kubexm.hosts.relay import distribute
     from kubexm.steps.common import Command, PutFile
 
     cluster = kubexm_cluster(hosts, key)
     # As the CLI does: connections outlive the run in the keeper for KUBEXM_PERSIST seconds (0: none).
-    options = RunOptions(dry_run=workload == "e", parallel=len(hosts), connect=ConnectOptions(persist=persist_seconds()))
+    connect = ConnectOptions(persist=persist_seconds(), connect_timeout=connect_timeout())
+    options = RunOptions(dry_run=workload == "e", parallel=len(hosts), connect=connect)
     run = RunContext(cluster, options)  # type: ignore[arg-type]
     try:
         if workload in ("d", "d1"):
@@ -104,6 +111,7 @@ async def with_kubexm(workload: str, hosts: list[dict[str, str]], key: str, blob
         task = Task("Bench", steps, hosts=all_hosts())  # type: ignore[arg-type]
         report = await Executor(run).run_tasks([(Module("Bench", [task]), task)])
         if not report.ok:
+            print(f"failed hosts: {' '.join(sorted({f.host for f in report.failures}))}", file=sys.stderr)
             raise SystemExit(f"kubexm: {report.failures[0].host}: {report.failures[0].message}")
         if workload == "c" and report.count("ok") != 20 * len(hosts):
             raise SystemExit("kubexm: the re-run changed something")

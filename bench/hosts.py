@@ -26,6 +26,7 @@ USER = "kxbench"
 BRIDGE = "kxbench0"
 NET = ipaddress.ip_network("10.214.0.0/16")
 STATE = Path("/run/kxbench/state.json")
+LOCK = Path("/run/kxbench/lock")  # held from setup to teardown: one set of bench hosts on a machine at a time
 WORK = Path("/var/tmp/kxbench")
 ETC = WORK / "etc"
 
@@ -91,9 +92,29 @@ def capacity_mib() -> int:
     return 0
 
 
+_held: list[int] = []  # the lock's file descriptor while this process owns the hosts
+
+
+def lock() -> None:
+    """Wait until no other process owns the bench hosts (setup's teardown would remove theirs)."""
+    import fcntl
+
+    if _held:
+        return
+    LOCK.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        print(f"bench: another process uses the bench hosts ({LOCK}); waiting for it to finish", flush=True)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    _held.append(fd)
+
+
 def setup(count: int, root: Path) -> tuple[list[BenchHost], Path]:
     """Create ``count`` hosts; returns them and the private key that logs in as kxbench."""
-    teardown()
+    lock()
+    teardown(release=False)
     WORK.mkdir(parents=True, exist_ok=True)
     # Half the memory at most (tmpfs' default); pages are only used as files are written.
     _run("mount", "-t", "tmpfs", "-o", "mode=0755", "kxbench", str(WORK))
@@ -133,11 +154,38 @@ def _make_host(h: BenchHost, host_key: Path) -> None:
     tmp = WORK / f"{h.name}.tmp"
     tmp.mkdir(parents=True, exist_ok=True)
     os.chmod(tmp, 0o1777)
-    cfg = _sshd_config(h, host_key)
+    _sshd_config(h, host_key)
+    _start_sshd(h)
+
+
+def _start_sshd(h: BenchHost) -> None:
+    cfg = ETC / f"sshd-{h.name}.conf"
     # A private mount namespace per host: /srv/kxbench and /tmp are this host's own, as on a machine.
+    data, tmp = WORK / h.name, WORK / f"{h.name}.tmp"
     _run("ip", "netns", "exec", h.netns, "unshare", "--mount", "--propagation", "private", "sh", "-c",
          f"mkdir -p /srv/kxbench && mount --bind {data} /srv/kxbench && mount --bind {tmp} /tmp && "
          f"exec /usr/sbin/sshd -f {cfg}")
+
+
+def stop_sshd(hosts: list[BenchHost]) -> None:
+    """Kill every sshd of ``hosts`` (the listener and the sessions it forked): the hosts stay on the network,
+    so connecting is refused, and connections held to them end as the machine's sshd dying ends them."""
+    for h in hosts:
+        for pid in _run("ip", "netns", "pids", h.netns, check=False).stdout.split():
+            with contextlib.suppress(OSError, ValueError):
+                os.kill(int(pid), signal.SIGKILL)
+    for h in hosts:  # gone before the caller measures anything
+        deadline = time.monotonic() + 10
+        while _run("ip", "netns", "pids", h.netns, check=False).stdout.strip() and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+
+def start_sshd(hosts: list[BenchHost]) -> None:
+    """Start the sshd of ``hosts`` again (same configuration and host key) and wait until each answers."""
+    for h in hosts:
+        if not _run("ip", "netns", "pids", h.netns, check=False).stdout.strip():
+            _start_sshd(h)
+    _wait_ready(hosts)
 
 
 # What a bridge of many hosts needs from the machine's own kernel, per host: one neighbour entry (ARP) each,
@@ -209,8 +257,12 @@ def _remove_host(h: dict[str, str]) -> None:
     _run("ip", "netns", "del", h["netns"], check=False)
 
 
-def teardown() -> None:
-    """Stop every sshd, remove namespaces, links, the bridge and the data; safe to call any time."""
+def teardown(release: bool = True) -> None:
+    """Stop every sshd, remove namespaces, links, the bridge, fault rules and the data; safe to call any time
+    (also from another process, after a crash: it does not wait for the lock a running bench holds)."""
+    from bench.faults import allow_traffic
+
+    allow_traffic()  # packets dropped by a fault case (bench/faults.py) flow again, also after a crash
     if STATE.exists():
         state = json.loads(STATE.read_text())
         with ThreadPoolExecutor(max_workers=32) as pool:
@@ -222,6 +274,21 @@ def teardown() -> None:
         _run("umount", "--lazy", str(WORK), check=False)
     shutil.rmtree(WORK, ignore_errors=True)
     Path("/etc/sudoers.d/kxbench").unlink(missing_ok=True)
+    while release and _held:
+        os.close(_held.pop())  # closing the descriptor releases the lock
+
+
+def keeper_peak_kib(home: Path) -> int:
+    """Peak RSS of the connection keeper serving ``home`` (VmHWM), 0 when none runs."""
+    out = subprocess.run(["pgrep", "-f", f"kubexm.hosts.keeper {home}/run/keeper-"], capture_output=True, text=True)
+    peak = 0
+    for pid in out.stdout.split():
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        peak = max(peak, next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")), 0))
+    return peak
 
 
 def stop_keepers(home: Path) -> None:

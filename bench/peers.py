@@ -58,6 +58,14 @@ def write(work: Path, hosts: list[dict[str, str]], key: Path, persist: int) -> N
         f"files.put(name='c{i}', src=io.StringIO('{i}\\n'), dest='{DATA}/c{i}')\n" for i in range(20)))
 
 
+def pyinfra_config(work: Path, connect_timeout: float) -> Path:
+    """A pyinfra config file with this connect timeout (whole seconds, at least 1): what the fault workloads
+    give pyinfra, as KUBEXM_CONNECT_TIMEOUT gives kubexm."""
+    path = work / f"config-timeout-{connect_timeout:g}.py"
+    path.write_text(f"from pyinfra import config\nconfig.CONNECT_TIMEOUT = {max(1, round(connect_timeout))}\n")
+    return path
+
+
 def command(tool: str, workload: str, work: Path, venv: Path, hosts: int) -> list[str]:
     if tool == "ansible":
         argv = [str(venv / "bin" / "ansible-playbook"), "-i", str(work / "inventory.ini"), "-f", str(max(50, hosts)),
