@@ -240,7 +240,9 @@ class SSHConnection(Connection):
     def _lost(self, exc: BaseException, doing: str) -> ConnectionFault:
         """The error for a link lost while ``doing``: a host that stopped answering keepalives is unreachable
         (not retried, as a host that did not answer the dial is); any other loss is a transport fault."""
-        if isinstance(exc, asyncssh.ConnectionLost) and "keepalive" in str(exc).lower():
+        # The link's own end says more than the call's error (a channel open fails as "connection closed").
+        why = self._client.lost if self._client is not None and self._client.lost is not None else exc
+        if isinstance(why, asyncssh.ConnectionLost) and "keepalive" in str(why).lower():
             return HostUnreachable(
                 f"{self.name}: stopped answering while {doing} (no reply to SSH keepalives for about "
                 f"{self.options.connect_timeout:g} s); what it was doing may have run in part",
@@ -297,9 +299,8 @@ class SSHConnection(Connection):
         _, err = _split_pid(_bytes(done.stderr))
         if done.exit_status is None and done.exit_signal is None:
             # The channel closed without the command reporting how it ended: the host or its sshd went away.
-            why = self._client.lost if self._client is not None else None
             await self._drop()
-            raise self._lost(why or ConnectionError("no exit status"), "running a command")
+            raise self._lost(ConnectionError("no exit status"), "running a command")
         if done.exit_signal is not None:
             signal_name = done.exit_signal[0]
             return 128 + _signal_number(signal_name), _bytes(done.stdout), err + \
