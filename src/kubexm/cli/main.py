@@ -5,21 +5,41 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Sequence
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
-import typer
-from rich.markup import escape
-
-from kubexm.cli.consoles import err_console
 from kubexm.errors import KubexmError
 
-app = typer.Typer(
-    name="kubexm",
-    help="Create and operate Kubernetes clusters on machines reached over SSH.",
-    no_args_is_help=True,
-    add_completion=True,
-    pretty_exceptions_enable=False,
-)
+if TYPE_CHECKING:
+    import typer
+
+# Importing this module loads nothing but the tables below: the console script imports it before anything
+# runs, and a command that reaches hosts starts the connection keeper (run_cli) before Typer and Rich are
+# loaded (~50 ms), so the keeper is ready to dial sooner. Typer, the app and the error console load on use.
+_app: typer.Typer | None = None
+
+
+def _the_app() -> typer.Typer:
+    global _app
+    if _app is None:
+        import typer
+
+        globals()["typer"] = typer  # completion()'s annotation names it; Typer resolves it in this module
+        _app = typer.Typer(
+            name="kubexm",
+            help="Create and operate Kubernetes clusters on machines reached over SSH.",
+            no_args_is_help=True,
+            add_completion=True,
+            pretty_exceptions_enable=False,
+        )
+        _app.command("version")(version)
+        _app.command("completion")(completion)
+    return _app
+
+
+def __getattr__(name: str) -> Any:
+    if name == "app":  # ``from kubexm.cli.main import app``: the Typer app, built on first use
+        return _the_app()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 # Every verb is one module, kubexm.cli.<verb>, whose ``app`` holds all of the verb's sub-commands: no other
 # module adds to it. A command line names one verb and only that module is imported (each pulls in its
@@ -80,6 +100,7 @@ def register(verbs: Sequence[str] | None = None) -> typer.Typer:
     """Add the sub-commands of ``verbs`` (all when None) to ``app``; returns it."""
     import importlib
 
+    app = _the_app()
     for verb in VERBS if verbs is None else verbs:
         if verb in _listing_only:
             app.registered_groups = [g for g in app.registered_groups if g.name != verb]
@@ -102,6 +123,9 @@ def register_listing() -> typer.Typer:
     """``app`` with every verb as an empty group carrying its help: enough to print the top-level help."""
     import importlib.util
 
+    import typer
+
+    app = _the_app()
     for verb in VERBS:
         if verb in _registered:
             continue
@@ -128,16 +152,16 @@ def _reaches_hosts(args: Sequence[str]) -> bool:
     return args[0] in REACHES_HOSTS or " ".join(args[:2]) in REACHES_HOSTS
 
 
-@app.command("version")
 def version() -> None:
     """Print kubexm's version."""
     from kubexm import __version__
     sys.stdout.write(f"kubexm {__version__}\n")
 
 
-@app.command("completion")
 def completion(shell: Annotated[str, typer.Argument(help="bash, zsh, fish or powershell")]) -> None:
     """Print the shell completion script; e.g. `kubexm completion bash > /etc/bash_completion.d/kubexm`."""
+    import typer
+
     if shell not in ("bash", "zsh", "fish", "powershell", "pwsh"):
         raise KubexmError(f"no completion for shell '{shell}'", hint="use bash, zsh, fish or powershell")
     # Typer's documented completion protocol: with _KUBEXM_COMPLETE=source_<shell> the program prints the
@@ -166,6 +190,10 @@ def run_cli(args: Sequence[str] | None = None) -> int:
         code = exc.code
         return code if isinstance(code, int) else (0 if code is None else 1)
     except KubexmError as exc:
+        from rich.markup import escape
+
+        from kubexm.cli.consoles import err_console
+
         problems = getattr(exc, "problems", None) or [exc.message]
         for problem in problems:
             err_console.print(f"[red]error:[/] {escape(problem)}", soft_wrap=True)
@@ -173,11 +201,17 @@ def run_cli(args: Sequence[str] | None = None) -> int:
             err_console.print(f"hint: {escape(exc.hint)}", soft_wrap=True)
         return exc.exit_code
     except KeyboardInterrupt:
+        from kubexm.cli.consoles import err_console
+
         err_console.print("interrupted; re-run the command to go on from where it stopped")
         return 130
     except Exception as exc:
         if os.environ.get("KUBEXM_DEBUG"):
             raise
+        from rich.markup import escape
+
+        from kubexm.cli.consoles import err_console
+
         err_console.print(f"error: internal error: {type(exc).__name__}: {escape(str(exc))}", soft_wrap=True)
         err_console.print("hint: run with KUBEXM_DEBUG=1 for the traceback, and report it")
         return 1

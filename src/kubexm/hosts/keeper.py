@@ -19,7 +19,6 @@ served the client may send ``{"op": "cancel"}`` (or close the stream): the keepe
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 import fcntl
@@ -33,10 +32,15 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kubexm import paths
 from kubexm.state.files import open_private, private_dir
+
+# asyncio is imported where it is used, not here: a command that reaches hosts imports this module first thing
+# to start the keeper (``prestart``), and asyncio (~15-20 ms) would hold that start back.
+if TYPE_CHECKING:
+    import asyncio
 
 DEFAULT_PERSIST = 60.0
 MAX_FRAME = 64 << 20  # a put of bytes travels in one frame; bigger payloads go as files passed by path
@@ -126,6 +130,8 @@ async def write_frame(writer: asyncio.StreamWriter, message: dict[str, Any]) -> 
 
 async def read_frame(reader: asyncio.StreamReader) -> dict[str, Any] | None:
     """The next message, or None when the peer closed the stream."""
+    import asyncio
+
     try:
         head = await reader.readexactly(_LEN.size)
     except asyncio.IncompleteReadError:
@@ -160,14 +166,19 @@ class Keeper:
 
     async def connection(self, target: dict[str, Any]) -> Any:
         """The shared connection for one host identity: reused (after a probe when idle) or dialled."""
+        import asyncio
+
         from kubexm.hosts.base import ConnectOptions, Login
         from kubexm.hosts.ssh import SSHConnection
 
         identity = hashlib.sha256(json.dumps(target, sort_keys=True).encode()).hexdigest()
         async with self.dialing.setdefault(identity, asyncio.Lock()):
             conn = self.conns.get(identity)
+            # The probe takes a share of the connect timeout, so a host that died since (probe unanswered, then a
+            # dial that times out) is reported within about 1.3 connect timeouts, not a fixed 5 s more.
+            probe_timeout = min(PROBE_TIMEOUT, target["options"]["connect_timeout"] / 3)
             if conn is not None and time.monotonic() - self.used.get(identity, 0) > PROBE_AFTER \
-                    and not await conn.probe(PROBE_TIMEOUT):
+                    and not await conn.probe(probe_timeout):
                 self.conns.pop(identity, None)
                 with contextlib.suppress(Exception):
                     await conn.close()
@@ -187,6 +198,8 @@ class Keeper:
             return conn
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        import asyncio
+
         sock = writer.get_extra_info("socket")
         creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
         _, uid, _ = struct.unpack("3i", creds)
@@ -232,6 +245,8 @@ class Keeper:
     async def _pump(reader: asyncio.StreamReader, frames: asyncio.Queue[dict[str, Any] | None]) -> None:
         """Every frame of a stream, read as it arrives, so a cancel is seen while a request is served;
         None once the client closed the stream (or sent garbage)."""
+        import asyncio
+
         try:
             while (frame := await read_frame(reader)) is not None:
                 await frames.put(frame)
@@ -243,6 +258,8 @@ class Keeper:
                                     frames: asyncio.Queue[dict[str, Any] | None]) -> dict[str, Any] | None:
         """Serve ``request``; when the client sends anything meanwhile (a cancel) or goes away, cancel it,
         which kills the remote command (SSHConnection), and answer None: the stream then ends."""
+        import asyncio
+
         work = asyncio.ensure_future(self.serve(conn, request))
         interrupt = asyncio.ensure_future(frames.get())
         await asyncio.wait({work, interrupt}, return_when=asyncio.FIRST_COMPLETED)
@@ -275,11 +292,15 @@ class Keeper:
         return {"ok": True, "exit": res.exit_status, "stdout": res.stdout, "stderr": res.stderr}
 
     async def close(self) -> None:
+        import asyncio
+
         conns, self.conns = list(self.conns.values()), {}
         await asyncio.gather(*(c.close() for c in conns), return_exceptions=True)
 
 
 async def serve(sock_path: Path, persist: float, unused_grace: float = UNUSED_GRACE) -> None:
+    import asyncio
+
     keeper = Keeper(persist, unused_grace)
     server = await asyncio.start_unix_server(keeper.handle, path=str(sock_path))
     os.chmod(sock_path, 0o600)
@@ -308,6 +329,8 @@ KEEPER_MAX_HOSTS = 20_000
 
 def main(argv: list[str]) -> int:
     """``python -m kubexm.hosts.keeper SOCKET PERSIST [UNUSED_GRACE]``; started by a kubexm run."""
+    import asyncio
+
     sock_path, persist = Path(argv[0]), float(argv[1])
     unused_grace = float(argv[2]) if len(argv) > 2 else UNUSED_GRACE
     # One keeper per socket. Two runs may start one at the same moment; a keeper that is just exiting still

@@ -11,8 +11,10 @@ import asyncio
 import contextlib
 import dataclasses
 import os
+import subprocess
 import tempfile
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +45,45 @@ def target(host: Host, options: ConnectOptions, bastion: Bastion | None) -> dict
     }
 
 
+# While a keeper starts, one watcher per socket looks for the socket file (a stat every few milliseconds) and
+# every stream waiting for it wakes up as soon as it appears: a first run's streams connect within a few ms of
+# the keeper listening, without each of hundreds of them polling with connect() meanwhile.
+WATCH_EVERY = 0.003
+RETRY_EVERY = 0.02  # the socket file is there but refuses (a keeper that is just leaving or starting)
+_watchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Task[None]]] = \
+    weakref.WeakKeyDictionary()
+
+
+def _keeper_failed(proc: subprocess.Popen[bytes] | None) -> bool:
+    # A keeper that exited 0 lost the race to another one, which is about to listen; any other exit means
+    # keepers cannot run here.
+    return proc is None or proc.poll() not in (None, 0)
+
+
+async def _watch(path: Path, deadline: float, proc: subprocess.Popen[bytes] | None) -> None:
+    while not path.exists() and time.monotonic() < deadline and not _keeper_failed(proc):
+        await asyncio.sleep(WATCH_EVERY)
+
+
+async def _socket_appears(path: Path, deadline: float, proc: subprocess.Popen[bytes] | None) -> None:
+    """Return once ``path`` exists, or after RETRY_EVERY seconds (the caller checks its keeper again)."""
+    loop = asyncio.get_running_loop()
+    watchers = _watchers.setdefault(loop, {})
+    key = str(path)
+    watcher = watchers.get(key)
+    if watcher is None or watcher.done():
+        watcher = watchers[key] = loop.create_task(_watch(path, deadline, proc))
+
+        def forget(task: asyncio.Task[None]) -> None:
+            # A finished watcher would otherwise keep its loop (the dictionary's weak key) alive.
+            if watchers.get(key) is task:
+                del watchers[key]
+
+        watcher.add_done_callback(forget)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.shield(watcher), RETRY_EVERY)
+
+
 async def _open_stream(path: Path, persist: float) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     try:
         return await asyncio.open_unix_connection(str(path))
@@ -54,12 +95,12 @@ async def _open_stream(path: Path, persist: float) -> tuple[asyncio.StreamReader
         try:
             return await asyncio.open_unix_connection(str(path))
         except (FileNotFoundError, ConnectionRefusedError) as exc:
-            # A keeper that exited 0 lost the race to another one, which is about to listen; any other
-            # exit means keepers cannot run here.
-            failed = proc is None or proc.poll() not in (None, 0)
-            if failed or time.monotonic() > deadline:
+            if _keeper_failed(proc) or time.monotonic() > deadline:
                 raise KeeperDown(f"no connection keeper on {path}") from exc
-            await asyncio.sleep(0.02)
+            if path.exists():
+                await asyncio.sleep(RETRY_EVERY)
+            else:
+                await _socket_appears(path, deadline, proc)
 
 
 async def _finish(work: Any) -> None:

@@ -6,13 +6,19 @@ applicable, ``?`` planned without connecting.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from kubexm.engine.events import Event
 from kubexm.engine.executor import RunReport
+
+if TYPE_CHECKING:
+    # Loaded where used: the bar only on a terminal, tables only for reports. A run's output elsewhere (CI logs,
+    # pipes, the benchmark) does not pay for them before its first connection.
+    from rich.progress import Progress, TaskID
+    from rich.table import Table
 
 MARKS = {
     "changed": ("[green]✓[/]", "changed"),
@@ -26,6 +32,8 @@ MARKS = {
 
 
 def report_table(title: str, columns: list[str], rows: list[list[str]]) -> Table:
+    from rich.table import Table
+
     table = Table(title=title, title_justify="left", show_lines=False, expand=False)
     for col in columns:
         table.add_column(col, overflow="fold")
@@ -49,6 +57,8 @@ class ConsoleView:
         if not self.console.is_terminal:
             return None  # quiet when not a terminal: only the result lines
         if self.progress is None:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
             self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
                                      MofNCompleteColumn(), TimeElapsedColumn(), console=self.console, transient=True)
             self.progress.start()
