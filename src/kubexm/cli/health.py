@@ -102,7 +102,9 @@ def health_cluster(
 
 def show(report: Report, output: HealthOutput | str, out: Console) -> None:
     if str(output) == "json":
-        sys.stdout.write(json.dumps(report.document(), indent=2) + "\n")
+        # Indented for a person at a terminal; one compact line for a pipe or a file (jq, monitoring), which
+        # Python encodes in C: the indented form is pure Python, ~1 ms a node, and a report covers every node.
+        sys.stdout.write(json.dumps(report.document(), indent=2 if sys.stdout.isatty() else None) + "\n")
         sys.stdout.flush()
         return
     if str(output) == "yaml":

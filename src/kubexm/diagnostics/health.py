@@ -26,8 +26,6 @@ from kubexm.engine.context import RunContext, RunOptions
 from kubexm.errors import AuthenticationError, ConnectionFault, HostKeyError, HostUnreachable
 from kubexm.hosts.pool import ConnectionFactory
 from kubexm.hosts.shell import Cmd, seq, sh, shell
-from kubexm.kube.commands import kubectl_get
-from kubexm.kube.kubeadm import ADMIN_CONF
 from kubexm.pki.inventory import NodeRead, Placed, inventory_read_command, node_inventory, parse_read
 from kubexm.spec.models import Cluster
 
@@ -123,6 +121,9 @@ def paths_for(cluster: Cluster, node: str) -> dict[str, str]:
 def kube_command() -> Cmd:
     """On a control-plane node: whether the admin kubeconfig is there, whether an API server answers through
     it, and then the nodes and kube-system pods as JSON."""
+    from kubexm.kube.commands import kubectl_get  # with kubeadm's config types: loaded for this one node
+    from kubexm.kube.kubeadm import ADMIN_CONF
+
     return shell(
         "if test -f {conf}; then echo present; {readyz} 2>&1 && echo '#kx-section kube-nodes' && {nodes} && "
         "echo '#kx-section kube-pods' && {pods}; else echo absent; fi",
@@ -163,16 +164,31 @@ def _etcd(*args: str) -> Cmd:
     return etcdctl(*args, "-w", "json", readonly=True)
 
 
-def node_probe(cluster: Cluster, node: str, *, kube: bool) -> tuple[Cmd, NodeData]:
-    """The one read-only command for ``node`` and the (empty) record its output is parsed into."""
-    from kubexm.steps.os import proc_path, wanted_sysctl
-
+def node_probe(cluster: Cluster, node: str, *, kube: bool,
+               built: dict[tuple[object, ...], Cmd] | None = None) -> tuple[Cmd, NodeData]:
+    """The one read-only command for ``node`` and the (empty) record its output is parsed into. ``built``:
+    commands made so far in this round, by what they depend on; nodes of the same roles share one (a fleet
+    has a few kinds of node, and building and verifying the command is most of the local work per node)."""
     host = cluster.host(node)
     roles = cluster.roles_of(node)
     data = NodeData(node, host.address, roles, units_wanted=units_for(cluster, node), paths=paths_for(cluster, node),
                     placed=node_inventory(cluster, node))
     data.etcd_member = "etcd" in roles and cluster.spec.etcd.type == "kubexm"
     data.kube_probe = kube
+    key = (tuple(roles), tuple(data.units_wanted), tuple(data.paths), tuple((p.path, p.kind) for p in data.placed),
+           data.etcd_member, kube)
+    command = built.get(key) if built is not None else None
+    if command is None:
+        command = _probe_command(cluster, data)
+        if built is not None:
+            built[key] = command
+    return command, data
+
+
+def _probe_command(cluster: Cluster, data: NodeData) -> Cmd:
+    from kubexm.steps.os import proc_path, wanted_sysctl
+
+    roles, kube = data.roles, data.kube_probe
     none = sh("true", readonly=True)
     kubelet = bool(set(roles) & {"control-plane", "worker"})
     etcd = data.etcd_member
@@ -181,7 +197,7 @@ def node_probe(cluster: Cluster, node: str, *, kube: bool) -> tuple[Cmd, NodeDat
     # os-release, modules, each sysctl), df runs once for all paths, and one systemctl call shows the managed
     # units and every failed one; loops and tests are shell builtins. What is left to judge is parsed here.
     wanted = list(wanted_sysctl(cluster)) if kubelet else []
-    command = shell(
+    return shell(
         "export LC_ALL=C\n"
         "echo '#kx-section time'; date +%s.%N\n"
         "echo '#kx-section files'; grep -H -s '' -- {files}\n"
@@ -207,7 +223,6 @@ def node_probe(cluster: Cluster, node: str, *, kube: bool) -> tuple[Cmd, NodeDat
         status=_etcd("endpoint", "status") if etcd else none, health=_etcd("endpoint", "health") if etcd else none,
         members=_etcd("member", "list") if etcd else none, alarms=_etcd("alarm", "list") if etcd else none,
         kube=kube_command() if kube else none, readonly=True)
-    return command, data
 
 
 def parse_sections(stdout: str) -> dict[str, str]:
@@ -289,8 +304,9 @@ async def collect(cluster: Cluster, options: RunOptions, *, sudo: bool = True, c
     cps = [h.name for h in cluster.hosts_with_role("control-plane") if h.name in names]
     nodes: list[NodeData] = []
     probes = []
+    built: dict[tuple[object, ...], Cmd] = {}
     for name in names:
-        cmd, data = node_probe(cluster, name, kube=bool(cps) and name == cps[0])
+        cmd, data = node_probe(cluster, name, kube=bool(cps) and name == cps[0], built=built)
         nodes.append(data)
         probes.append(_probe(run, data, cmd, sudo))
     started = time.time()
