@@ -212,6 +212,18 @@ def test_clock_offset(fleet: Fleet, offset: float, status: str) -> None:
         assert "kubexm run task SyncTime -f /srv/hc.yaml --nodes node2 -y" in clock.fix
 
 
+def test_a_slow_round_trip_is_not_read_as_a_skewed_clock(fleet: Fleet) -> None:
+    """The answer takes 2.5 s to arrive (a loaded node, a slow link): `date` ran somewhere in that window, so
+    the offset is reported with its uncertainty and judged by the least it can be."""
+    fleet.host("node2").delay = 2.5
+    clock = one(report(fleet), "node.clock", "node2")
+    assert clock.status == "ok", clock.reason
+    assert clock.data["uncertainty_seconds"] >= 1.2 and abs(clock.data["offset_seconds"]) <= clock.data[
+        "uncertainty_seconds"] + 0.5
+    fleet["node2"].clock_offset = 9.0  # skewed beyond any round trip: still caught
+    assert one(report(fleet), "node.clock", "node2").status == "fail"
+
+
 def test_sysctl_drift_missing_modules_and_swap_fail_with_the_task_that_fixes_them(fleet: Fleet) -> None:
     fleet["node2"].sysctl["net.ipv4.ip_forward"] = "0"
     fleet["node2"].modules.remove("br_netfilter")

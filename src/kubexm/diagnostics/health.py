@@ -58,6 +58,7 @@ class NodeData:
     connect_ms: float | None = None
     error: str | None = None
     sent_at: float = 0.0  # the deploy machine's clock when the probe was sent
+    received_at: float = 0.0  # ... and when its answer was in
     sections: dict[str, str] = field(default_factory=dict)
     files: dict[str, list[str]] = field(default_factory=dict)  # the probe's small files by path (readable ones)
     units_wanted: list[str] = field(default_factory=list)
@@ -271,6 +272,7 @@ async def _probe(run: RunContext, data: NodeData, command: Cmd, sudo: bool) -> N
             data.sent_at = time.time()
             res = await host.run(command, sudo=sudo, check=False, display="health probe",
                                  timeout=run.options.connect.command_timeout or PROBE_TIMEOUT)
+            data.received_at = time.time()
         except _UNREACHABLE as exc:
             # A dropped kept connection is redialled once; a host that cannot be dialled is not asked again.
             if attempt == 1 and isinstance(exc, ConnectionFault) and not isinstance(exc, HostUnreachable):

@@ -284,16 +284,22 @@ def node_checks(node: NodeData, collected: Collected, hints: Hints, installed: d
         f"up {_human_seconds(info.uptime)}", connect_ms=node.connect_ms, os=info.os, kernel=info.kernel,
         uptime_seconds=info.uptime, container=container)
 
-    # Clock: the node's `date` against the deploy machine's clock when the probe left.
+    # Clock: the node's `date` ran somewhere between the probe leaving and its answer arriving, so the offset is
+    # taken against the middle of that window, and judged by the least it can be (a slow round trip, a loaded
+    # node or deploy machine, never reads as a skewed clock).
     remote = (_floats(node.section("time")) or [0.0])[0]
-    offset = round(remote - node.sent_at, 3) if remote and node.sent_at else None
+    sent, got = node.sent_at, node.received_at or node.sent_at
+    offset = round(remote - (sent + got) / 2, 3) if remote and sent else None
+    slack = round(max(0.0, got - sent) / 2, 3)
     limit = float(cluster.spec.preflight.max_clock_skew_seconds)
     if offset is None:
         add("node.clock", "warn", "the node's clock could not be read", "check `date` on the node")
     else:
-        status: Status = "fail" if abs(offset) >= limit else "warn" if abs(offset) >= CLOCK_WARN_SECONDS else "ok"
-        add("node.clock", status, f"clock offset {offset:+.3f} s from the deploy machine",
-            f"sync the clocks: {hints.task('SyncTime', name)} (spec.system.ntpServers)", offset_seconds=offset)
+        least = max(0.0, abs(offset) - slack)
+        status: Status = "fail" if least >= limit else "warn" if least >= CLOCK_WARN_SECONDS else "ok"
+        add("node.clock", status, f"clock offset {offset:+.3f} s (±{slack:.3f}) from the deploy machine",
+            f"sync the clocks: {hints.task('SyncTime', name)} (spec.system.ntpServers)", offset_seconds=offset,
+            uncertainty_seconds=slack)
 
     loads, cpus = info.load, info.cpus
     if len(loads) >= 3:
