@@ -602,14 +602,18 @@ def etcd_checks(collected: Collected, hints: Hints) -> tuple[list[Check], dict[s
 
 def cert_checks(collected: Collected, hints: Hints) -> tuple[list[Check], list[dict[str, Any]]]:
     from kubexm.pki.inventory import RENEWABLE
-    from kubexm.steps.certs import findings_for
 
     out: list[Check] = []
     rows: list[dict[str, Any]] = []
     for node in collected.nodes:
         if not node.reachable or node.error or not node.placed:
             continue
-        findings = findings_for(node.name, node.placed, cert_read(node), collected.run, CERT_WARN_DAYS)
+        read = cert_read(node)
+        if not read.files and not read.present:
+            continue  # nothing kubexm places is on this node (not installed yet): no finding to make
+        from kubexm.steps.certs import findings_for  # with the local PKI: loaded once a node holds something
+
+        findings = findings_for(node.name, node.placed, read, collected.run, CERT_WARN_DAYS)
         if not findings:
             continue
         rows += [f.as_json() for f in findings]

@@ -19,33 +19,13 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from kubexm.errors import KubexmError
+from kubexm.pki.spec import CertSpec
 
 KeyType = Literal["rsa", "ecdsa"]
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
-Usage = Literal["server", "client"]
 
 CA_DAYS = 3650
 LEAF_DAYS = 365
-
-
-@dataclass(frozen=True)
-class CertSpec:
-    """What one certificate must say; ``path`` is its name in the kubeadm layout without suffix."""
-
-    path: str
-    common_name: str
-    ca: str  # path of the signing CA ("ca", "etcd/ca", "front-proxy-ca"); "" for a CA itself
-    organizations: tuple[str, ...] = ()
-    dns_names: tuple[str, ...] = ()
-    ip_addresses: tuple[str, ...] = ()
-    usages: tuple[Usage, ...] = ()
-
-    @property
-    def is_ca(self) -> bool:
-        return not self.ca
-
-    def sans(self) -> set[str]:
-        return {*self.dns_names, *(str(ipaddress.ip_address(i)) for i in self.ip_addresses)}
 
 
 def new_key(kind: KeyType = "rsa") -> PrivateKey:

@@ -19,14 +19,11 @@ import posixpath
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from ruamel.yaml import YAML
 
 from kubexm.errors import UsageError
-from kubexm.pki.certs import CertSpec, inspect
 from kubexm.pki.layout import (
     CA,
     ETCD_CA,
@@ -36,7 +33,11 @@ from kubexm.pki.layout import (
     kubeconfig_specs,
     kubelet_kubeconfig_spec,
 )
+from kubexm.pki.spec import CertSpec
 from kubexm.spec.models import Cluster
+
+if TYPE_CHECKING:  # the cryptography package loads where certificates are read, not to list them
+    from cryptography import x509
 
 NODE_PKI = "/etc/kubernetes/pki"
 KUBE_DIR = "/etc/kubernetes"
@@ -294,6 +295,8 @@ _PEM = re.compile(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----\n?",
 
 
 def first_cert(text: str) -> x509.Certificate | None:
+    from cryptography import x509
+
     m = _PEM.search(text)
     if not m:
         return None
@@ -342,6 +345,8 @@ def kubeconfig_cert(text: str) -> tuple[x509.Certificate | None, str | None]:
 
 
 def fingerprint(cert: x509.Certificate) -> str:
+    from cryptography.hazmat.primitives import serialization
+
     return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
 
 
@@ -404,6 +409,8 @@ def judge(host: str, placed: Placed, cert: x509.Certificate | None, local_cas: d
         f.status = "unreadable"
         f.problems.append(note or f"no certificate could be read from {placed.path}")
         return f
+    from kubexm.pki.certs import inspect
+
     info = inspect(cert, placed.path)
     f.subject_cn, f.issuer = _cn(cert.subject), _cn(cert.issuer)
     f.sans = sorted(info.sans)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from kubexm.pki.certs import CertSpec
+from kubexm.pki.spec import CertSpec
 from kubexm.spec.models import Cluster
 
 CA = CertSpec("ca", "kubernetes", "")
