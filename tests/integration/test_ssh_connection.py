@@ -338,3 +338,42 @@ async def test_a_host_that_goes_silent_mid_command_is_unreachable_within_its_con
                 os.kill(pid, signal.SIGCONT)
         sshd.kill_sessions()
         await conn.close()
+
+
+async def test_a_host_that_drops_packets_holds_no_handshake_slot(sshd: SSHD, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A host whose SYNs go unanswered waits out its connect timeout in the TCP connect, outside the bound on
+    handshakes: with one handshake slot, a live host dialled meanwhile still connects at once."""
+    import socket
+
+    from kubexm.errors import HostUnreachable
+
+    # A listener with a full accept queue: the kernel drops further SYNs, as a firewall dropping packets does.
+    hole = socket.socket()
+    hole.bind(("127.0.0.9", 0))
+    hole.listen(0)
+    port = hole.getsockname()[1]
+    fillers = []
+    for _ in range(3):
+        filler = socket.socket()
+        filler.setblocking(False)
+        filler.connect_ex(("127.0.0.9", port))
+        fillers.append(filler)
+    await asyncio.sleep(0.3)
+    monkeypatch.setenv("KUBEXM_DIAL_LIMIT", "1")
+    dead = SSHConnection(Host.model_validate({"name": "dead", "address": "127.0.0.9", "port": port,
+                                              "user": sshd.user}), ConnectOptions(connect_timeout=3))
+    live = SSHConnection(host(sshd, privateKeyPath=str(sshd.key)), ConnectOptions(connect_timeout=3))
+    try:
+        dialling = asyncio.ensure_future(dead.open())
+        await asyncio.sleep(0.2)  # the dead host asked first
+        start = time.monotonic()
+        await live.open()
+        assert time.monotonic() - start < 2.0  # not after the dead host's 3 s
+        with pytest.raises(HostUnreachable) as err:
+            await dialling
+        assert "timed out" in err.value.message
+    finally:
+        await live.close()
+        await dead.close()
+        for s in [hole, *fillers]:
+            s.close()

@@ -13,6 +13,10 @@ is dialled at the same moment:
 - a host that is really down answers "connection refused" at once or never answers at all. Both end the dial
   with ``HostUnreachable`` within one connect timeout; the engine does not dial such a host again in the same
   run (see ``ConnectionPool``), so dead hosts cost one timeout for the whole run, all of them at once.
+
+The TCP connect comes first and outside the handshake bound (``open_tcp``): waiting for a SYN to be answered
+costs no CPU, and a host whose packets are dropped must not hold a handshake slot for its whole connect
+timeout while the hosts that are up queue behind it.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import asyncio
 import errno
 import os
 import random
+import socket
 import time
 import weakref
 from collections.abc import Awaitable, Callable
@@ -59,6 +64,10 @@ def connect_timeout() -> float:
 
 
 _gates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = weakref.WeakKeyDictionary()
+# TCP connects in flight: only a bound on open sockets and neighbour resolutions at once, far above the
+# handshake bound (a connect that waits costs no CPU).
+CONNECTS_IN_FLIGHT = 4096
+_connect_gates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = weakref.WeakKeyDictionary()
 
 
 def handshake_limit() -> int:
@@ -111,3 +120,46 @@ async def dial(attempt: Callable[[float], Awaitable[T]], timeout: float,
         pause = min(backoff, MAX_BACKOFF, remaining) * random.uniform(0.5, 1.0)
         backoff *= 2
         await sleep(pause)
+
+
+async def _tcp(address: str, port: int) -> socket.socket:
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(address, port, type=socket.SOCK_STREAM)
+    last: OSError = OSError(errno.EHOSTUNREACH, f"no address for {address}")
+    for family, kind, proto, _, addr in infos:
+        sock = socket.socket(family, kind, proto)
+        sock.setblocking(False)
+        try:
+            await loop.sock_connect(sock, addr)
+        except OSError as exc:
+            sock.close()
+            last = exc
+            continue
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+    raise last
+
+
+async def open_tcp(address: str, port: int, timeout: float,
+                   sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> socket.socket:
+    """A connected TCP socket to ``address:port`` within ``timeout`` seconds, transient errors retried with
+    backoff and jitter (as ``dial``); outside the handshake bound. A refusal or the timeout is raised as it came
+    (``TimeoutError`` for a host that never answers)."""
+    loop = asyncio.get_running_loop()
+    gate = _connect_gates.get(loop)
+    if gate is None:
+        gate = _connect_gates[loop] = asyncio.Semaphore(CONNECTS_IN_FLIGHT)
+    deadline = time.monotonic() + timeout
+    backoff = FIRST_BACKOFF
+    while True:
+        try:
+            async with gate:
+                return await asyncio.wait_for(_tcp(address, port), max(deadline - time.monotonic(), 0.001))
+        except Exception as exc:
+            remaining = deadline - time.monotonic()
+            if not transient(exc) or remaining <= 0:
+                raise
+        await sleep(min(backoff, MAX_BACKOFF, remaining) * random.uniform(0.5, 1.0))
+        backoff *= 2

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import os
 import posixpath
+import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -33,7 +34,7 @@ from kubexm.hosts.base import (
     kill_group,
     sudo_wrap,
 )
-from kubexm.hosts.dial import dial
+from kubexm.hosts.dial import dial, open_tcp
 from kubexm.hosts.known_hosts import KnownHosts, KnownKey
 from kubexm.hosts.shell import sh
 
@@ -182,9 +183,23 @@ class SSHConnection(Connection):
         client = self._dialled = _PinningClient(name, address, port, self.options)
         where = f"{address}:{port}" + (f" via bastion {self.bastion.name}" if tunnel and self.bastion else "")
 
+        # Directly reached hosts: the TCP connect first, outside the handshake bound (see kubexm.hosts.dial), so a
+        # host whose packets are dropped waits out its timeout without holding a handshake slot.
+        ready: list[socket.socket] = []
+        if tunnel is None:
+            try:
+                ready.append(await open_tcp(address, port, self.options.connect_timeout))
+            except (TimeoutError, OSError) as exc:
+                raise HostUnreachable(f"{name}: cannot connect to {where}: {_reason(exc)}",
+                                      hint="check that the host is up, sshd listens on that port and no firewall "
+                                           "blocks it") from None
+
         async def attempt(budget: float) -> asyncssh.SSHClientConnection:
+            sock = ready.pop() if ready else None
+            if sock is None and tunnel is None:  # a second attempt: the first one's socket is used up
+                sock = await open_tcp(address, port, budget)
             conn, _ = await asyncssh.create_connection(
-                lambda: client, address, port, tunnel=tunnel,
+                lambda: client, address, port, tunnel=tunnel, sock=sock,
                 known_hosts=([], [], []),  # nothing pre-trusted: every key goes through the pinning client
                 encryption_algs=_CIPHERS,
                 server_host_key_algs=_host_key_algs(client.store.lookup(address, port)),
@@ -219,6 +234,9 @@ class SSHConnection(Connection):
             raise HostUnreachable(f"{name}: cannot connect to {where}: {reason}",
                                   hint="check that the host is up, sshd listens on that port and no firewall blocks it")\
                 from None
+        finally:
+            for sock in ready:  # never handed to a handshake (cancelled while queued): not left open
+                sock.close()
 
     # -- commands -------------------------------------------------------------------------
     @contextlib.contextmanager
