@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import fcntl
 import hashlib
 import json
@@ -174,15 +175,18 @@ class Keeper:
         identity = hashlib.sha256(json.dumps(target, sort_keys=True).encode()).hexdigest()
         async with self.dialing.setdefault(identity, asyncio.Lock()):
             conn = self.conns.get(identity)
-            # The probe takes a share of the connect timeout, so a host that died since (probe unanswered, then a
-            # dial that times out) is reported within about 1.3 connect timeouts, not a fixed 5 s more.
-            probe_timeout = min(PROBE_TIMEOUT, target["options"]["connect_timeout"] / 3)
+            # The probe takes a third of the connect timeout and the dial after a failed probe the rest, so a host
+            # that died since is reported within one connect timeout, as a host dialled afresh is.
+            timeout = target["options"]["connect_timeout"]
+            probe_timeout = min(PROBE_TIMEOUT, timeout / 3)
+            budget = timeout
             if conn is not None and time.monotonic() - self.used.get(identity, 0) > PROBE_AFTER \
                     and not await conn.probe(probe_timeout):
                 self.conns.pop(identity, None)
                 with contextlib.suppress(Exception):
                     await conn.close()
                 conn = None
+                budget = timeout - probe_timeout
             if conn is None:
                 opts = target["options"]
                 options = ConnectOptions(
@@ -191,8 +195,10 @@ class Keeper:
                     replace_host_keys=frozenset(opts["replace_host_keys"]),
                     connect_timeout=opts["connect_timeout"], command_timeout=opts["command_timeout"])
                 bastion = Login(**target["bastion"]) if target.get("bastion") else None
-                conn = SSHConnection(Login(**target["host"]), options, bastion=bastion)
+                conn = SSHConnection(Login(**target["host"]), dataclasses.replace(options, connect_timeout=budget),
+                                     bastion=bastion)
                 await conn.open()
+                conn.options = options  # later dials (after a drop) get the whole connect timeout again
                 self.conns[identity] = conn
             self.used[identity] = time.monotonic()
             return conn
