@@ -21,8 +21,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
-from ruamel.yaml import YAML
-
 from kubexm.errors import UsageError
 from kubexm.pki.layout import (
     CA,
@@ -307,6 +305,8 @@ def first_cert(text: str) -> x509.Certificate | None:
 
 
 def load_kubeconfig(text: str) -> dict[str, Any] | None:
+    from ruamel.yaml import YAML  # loaded where a kubeconfig is read, not to list what a node holds
+
     try:
         doc = YAML(typ="safe").load(text)
     except Exception:  # not YAML at all: reported as unreadable
@@ -454,6 +454,8 @@ def rewrite_kubeconfig(text: str, ca_pem: bytes, cert_pem: bytes, key_pem: bytes
     user["client-certificate-data"] = base64.b64encode(cert_pem).decode()
     user["client-key-data"] = base64.b64encode(key_pem).decode()
     out = io.StringIO()
+    from ruamel.yaml import YAML
+
     yaml = YAML()
     yaml.default_flow_style = False
     yaml.dump(quote_strings(doc), out)  # kubectl and client-go read YAML 1.1: names like "no" stay strings
