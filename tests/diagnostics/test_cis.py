@@ -430,3 +430,23 @@ def test_junit_is_valid_and_counts_match(default: tuple[Cluster, Nodes]) -> None
     assert failure is not None and "--audit-log-path" in failure.get("message", "")
     assert "apiServerExtraArgs" in (failure.text or "")
     assert "_results" not in public(doc)
+
+
+def test_a_group_whose_files_cannot_be_listed_is_named_and_the_rest_still_judged(
+        default: tuple[Cluster, Nodes], monkeypatch: pytest.MonkeyPatch) -> None:
+    """When the control plane's file list cannot be made (a spec its steps refuse), the scan still judges what
+    it read and knows the etcd and kubelet files kubexm writes; the report says what it could not establish."""
+    from kubexm.errors import KubexmError
+    from kubexm.steps import kubernetes
+
+    c, nodes = default
+
+    def refuse(cluster: Cluster) -> Any:
+        raise KubexmError("no such version in the catalog")
+
+    monkeypatch.setattr(kubernetes, "control_plane_files", refuse)
+    doc = scan(c, nodes)
+    assert doc["notes"] == [f"{MASTER}: the control plane files kubexm writes could not be listed (no such version "
+                            "in the catalog); their modes are judged without knowing which are kubexm's defaults"]
+    assert by(doc, MASTER) and doc["summary"]["PASS"] > 0
+    assert public(doc)["notes"] == doc["notes"]

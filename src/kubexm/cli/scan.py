@@ -86,7 +86,7 @@ def scan_cis(
     _print(doc, output)
     from kubexm.diagnostics.cis import exit_code
 
-    if _unreachable(doc):
+    if _report_gaps(doc):
         code = code or 1
     exit_with(code or exit_code(doc))
 
@@ -115,13 +115,17 @@ def _print(doc: dict[str, Any], output: ScanOutput) -> None:
         sys.stdout.write(junit(doc))
 
 
-def _unreachable(doc: dict[str, Any]) -> bool:
+def _report_gaps(doc: dict[str, Any]) -> bool:
+    """Nodes that could not be read (errors) and what the scan could not establish (notes); True if any node
+    is missing."""
     from kubexm.cli.consoles import err_console
 
     down = sorted(name for name, state in doc["hosts"].items() if not state["reachable"])
     for name in down:
         err_console.print(f"error: {name} could not be read ({doc['hosts'][name]['error']})", markup=False,
                           highlight=False)
+    for note in doc.get("notes", []):  # what the scan could not establish (also in -o json)
+        err_console.print(f"note: {note}", markup=False, highlight=False)
     return bool(down)
 
 

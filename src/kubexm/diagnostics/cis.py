@@ -14,7 +14,7 @@ import contextlib
 import re
 import shlex
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -464,10 +464,12 @@ def worst(results: Iterable[Result]) -> Status:
 
 
 def report_document(cluster: Cluster, reads: dict[str, NodeRead], unreachable: dict[str, str],
-                    generated: dict[str, dict[str, tuple[int, str]]] | None = None) -> dict[str, Any]:
+                    generated: dict[str, dict[str, tuple[int, str]]] | None = None,
+                    notes: list[str] | None = None) -> dict[str, Any]:
     """`scan cis -o json`: {"benchmark", "cluster", "status": PASS|WARN|FAIL, "summary": {STATUS: count},
     "hosts": {NAME: {"reachable", "error"}}, "results": [{"node", "id", "title", "status", "found",
-    "remediation", "kind": file|setting, "fixable_paths", "kubexm_defaults"}]}."""
+    "remediation", "kind": file|setting, "fixable_paths", "kubexm_defaults"}], "notes": [what the scan could
+    not establish, one line each]}."""
     results: list[Result] = []
     hosts: dict[str, dict[str, Any]] = {}
     for h in cluster.spec.hosts:
@@ -478,7 +480,8 @@ def report_document(cluster: Cluster, reads: dict[str, NodeRead], unreachable: d
             results += judge_node(cluster, h.name, reads[h.name], (generated or {}).get(h.name))
     summary = {s: sum(1 for r in results if r.status == s) for s in ("PASS", "FAIL", "WARN", "INFO")}
     return {"benchmark": BENCHMARK, "cluster": cluster.name, "status": worst(results), "summary": summary,
-            "hosts": hosts, "results": [r.as_json() for r in results], "_results": results}
+            "hosts": hosts, "results": [r.as_json() for r in results], "notes": list(notes or []),
+            "_results": results}
 
 
 def public(doc: dict[str, Any]) -> dict[str, Any]:
@@ -600,29 +603,40 @@ class CollectCis(Step):
         host.run_ctx.shared.setdefault(SHARED_READS, {})[host.name] = await reach(host, read, SHARED_UNREACHABLE)
 
 
-def generated_modes(host: HostContext) -> dict[str, tuple[int, str]]:
+def generated_modes(host: HostContext) -> tuple[dict[str, tuple[int, str]], list[str]]:
     """{path: (mode, the kubexm module that writes it)} for the files kubexm's own steps place on this node:
-    a failing mode there is kubexm's default, fixed in kubexm, not by a chmod its next run would undo."""
+    a failing mode there is kubexm's default, fixed in kubexm, not by a chmod its next run would undo. Also the
+    groups whose files could not be listed (a spec their steps refuse), each with why: the scan still judges
+    what it read there, without knowing which of those files kubexm writes, and the report says so."""
     from kubexm.errors import KubexmError
     from kubexm.steps.common import Template
     from kubexm.steps.etcd import install_steps, member_files
     from kubexm.steps.kubernetes import KubeletUnit, control_plane_files
 
     cluster, roles = host.cluster, set(host.cluster.roles_of(host.name))
+
+    def etcd() -> dict[str, int]:
+        files = {step.dest: step.mode for step in install_steps(host) if isinstance(step, Template)}
+        return {**files, **{remote: mode for _, remote, mode in member_files(host.name)}}
+
+    groups: list[tuple[str, str, Callable[[], dict[str, int]]]] = []
+    if cluster.spec.etcd.type == "kubexm" and "etcd" in roles:
+        groups.append(("etcd", "kubexm.steps.etcd", etcd))
+    if "control-plane" in roles:
+        groups.append(("control plane", "kubexm.steps.kubernetes",
+                       lambda: {remote: mode for _, remote, mode in control_plane_files(cluster)}))
+    if roles & {"control-plane", "worker"}:
+        groups.append(("kubelet", "kubexm.steps.kubernetes",
+                       lambda: {p: mode for p, (_, mode) in KubeletUnit().files(cluster).items()}))
     out: dict[str, tuple[int, str]] = {}
-    try:
-        if cluster.spec.etcd.type == "kubexm" and "etcd" in roles:
-            for step in install_steps(host):
-                if isinstance(step, Template):
-                    out[step.dest] = (step.mode, "kubexm.steps.etcd")
-            out.update({remote: (mode, "kubexm.steps.etcd") for _, remote, mode in member_files(host.name)})
-        if "control-plane" in roles:
-            out.update({remote: (mode, "kubexm.steps.kubernetes") for _, remote, mode in control_plane_files(cluster)})
-        if roles & {"control-plane", "worker"}:
-            out.update({p: (mode, "kubexm.steps.kubernetes") for p, (_, mode) in KubeletUnit().files(cluster).items()})
-    except KubexmError:
-        pass  # a spec the steps refuse: the scan still judges what it read
-    return out
+    problems: list[str] = []
+    for what, module, files in groups:
+        try:
+            out.update({path: (mode, module) for path, mode in files().items()})
+        except KubexmError as exc:
+            problems.append(f"{host.name}: the {what} files kubexm writes could not be listed ({exc.message}); "
+                            "their modes are judged without knowing which are kubexm's defaults")
+    return out, problems
 
 
 @dataclass(frozen=True)
@@ -637,8 +651,12 @@ class CisReport(Step):
     async def run(self, host: HostContext) -> None:
         run = host.run_ctx
         reads: dict[str, NodeRead] = run.shared.get(SHARED_READS, {})
-        generated = {name: generated_modes(run.host(name)) for name in reads}
-        doc = report_document(run.cluster, reads, run.shared.get(SHARED_UNREACHABLE, {}), generated)
+        generated: dict[str, dict[str, tuple[int, str]]] = {}
+        notes: list[str] = []
+        for name in reads:
+            generated[name], problems = generated_modes(run.host(name))
+            notes += problems
+        doc = report_document(run.cluster, reads, run.shared.get(SHARED_UNREACHABLE, {}), generated, notes)
         run.shared[SHARED_REPORT] = doc
         summary = ", ".join(f"{n} {s}" for s, n in doc["summary"].items())
         run.emit_report(f"{BENCHMARK}: {summary}", ["node", "id", "status", "check", "found", "remediation"],
