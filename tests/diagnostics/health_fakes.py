@@ -119,7 +119,8 @@ class Fleet:
         out = [f"#kx-section time\n{time.time() + st.clock_offset:.9f}", "#kx-section files"]
         out += [f"{path}:{line}" for path in asked_files if path in files for line in files[path].split("\n")]
         out.append("#kx-section unreadable")
-        out += [path for path in asked_files if path not in files]
+        if "test -r /proc/modules" in cmd and "/proc/modules" not in files:
+            out.append("/proc/modules")
         # df is given every probed path that exists, and prints one line per path in that order.
         probed = re.search(r"for p in ([^;]*); do if test -e", cmd)
         asked = shlex.split(probed.group(1)) if probed else []

@@ -202,7 +202,8 @@ def _probe_command(cluster: Cluster, data: NodeData) -> Cmd:
         "export LC_ALL=C\n"
         "echo '#kx-section time'; date +%s.%N\n"
         "echo '#kx-section files'; grep -H -s '' -- {files}\n"
-        "echo '#kx-section unreadable'; for f in {files}; do test -r \"$f\" || printf '%s\\n' \"$f\"; done\n"
+        # An empty module list and none at all (a container without /proc/modules) read the same through grep.
+        "echo '#kx-section unreadable'; test -r {modules} || printf '%s\\n' {modules}\n"
         "echo '#kx-section df-paths'; set --; for p in {paths}; do if test -e \"$p\"; then set -- \"$@\" \"$p\"; "
         "printf '%s\\n' \"$p\"; fi; done\n"
         "echo '#kx-section df'; df -k --output=source,size,used,avail,itotal,iused,iavail,target -- \"$@\"\n"
@@ -217,7 +218,7 @@ def _probe_command(cluster: Cluster, data: NodeData) -> Cmd:
         "echo '#kx-section etcd-alarms'; {alarms} 2>&1\n"
         "echo '#kx-section kube'; {kube}\n"
         "true",
-        files=[*SYSTEM_FILES, *(proc_path(k) for k in wanted)], paths=list(data.paths),
+        files=[*SYSTEM_FILES, *(proc_path(k) for k in wanted)], modules=MODULES, paths=list(data.paths),
         writable=writable_sysctl_probe(wanted) if kubelet else none,
         props=UNIT_PROPERTIES, units=data.units_wanted, every="*",
         certs=inventory_read_command(data.placed) if data.placed else none,

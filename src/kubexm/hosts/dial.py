@@ -97,16 +97,18 @@ def transient(exc: BaseException) -> bool:
 
 
 async def dial(attempt: Callable[[float], Awaitable[T]], timeout: float,
-               sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> T:
+               sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+               gate: asyncio.Semaphore | None = None) -> T:
     """Run ``attempt(remaining_seconds)`` until it succeeds, fails for good, or ``timeout`` is used up.
 
-    The budget starts when the first attempt holds a handshake slot; backoff sleeps release the slot so
-    other hosts' handshakes go on meanwhile. The last error is raised as it came (the caller names it).
+    The budget starts when the first attempt holds a slot of ``gate`` (the handshake bound by default);
+    backoff sleeps release the slot so other hosts' attempts go on meanwhile. The last error is raised as it
+    came (the caller names it).
     """
     deadline: float | None = None
     backoff = FIRST_BACKOFF
     while True:
-        async with _gate():
+        async with gate or _gate():
             now = time.monotonic()
             if deadline is None:
                 deadline = now + timeout
@@ -144,22 +146,15 @@ async def _tcp(address: str, port: int) -> socket.socket:
 
 async def open_tcp(address: str, port: int, timeout: float,
                    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> socket.socket:
-    """A connected TCP socket to ``address:port`` within ``timeout`` seconds, transient errors retried with
-    backoff and jitter (as ``dial``); outside the handshake bound. A refusal or the timeout is raised as it came
-    (``TimeoutError`` for a host that never answers)."""
+    """A connected TCP socket to ``address:port`` within ``timeout`` seconds, transient errors retried as
+    ``dial`` retries them, under the connect bound instead of the handshake bound. A refusal or the timeout is
+    raised as it came (``TimeoutError`` for a host that never answers)."""
     loop = asyncio.get_running_loop()
     gate = _connect_gates.get(loop)
     if gate is None:
         gate = _connect_gates[loop] = asyncio.Semaphore(CONNECTS_IN_FLIGHT)
-    deadline = time.monotonic() + timeout
-    backoff = FIRST_BACKOFF
-    while True:
-        try:
-            async with gate:
-                return await asyncio.wait_for(_tcp(address, port), max(deadline - time.monotonic(), 0.001))
-        except Exception as exc:
-            remaining = deadline - time.monotonic()
-            if not transient(exc) or remaining <= 0:
-                raise
-        await sleep(min(backoff, MAX_BACKOFF, remaining) * random.uniform(0.5, 1.0))
-        backoff *= 2
+
+    async def attempt(remaining: float) -> socket.socket:
+        return await asyncio.wait_for(_tcp(address, port), remaining)
+
+    return await dial(attempt, timeout, sleep, gate)

@@ -153,7 +153,6 @@ class SSHConnection(Connection):
         self._sudo_password = self.host.sudo_password or self.host.password
         self._busy: dict[int, int] = {}  # commands in flight per live link (they get the short keepalives)
         self._client: _PinningClient | None = None  # the host link's client: it learns why the link ended
-        self._dialled: _PinningClient | None = None
 
     # -- connecting -----------------------------------------------------------------------
     async def open(self) -> None:
@@ -164,14 +163,13 @@ class SSHConnection(Connection):
         tunnel = None
         if self.bastion is not None:
             b = self.bastion
-            tunnel = await self._dial(b.name, b.address, b.port,
-                                      _connect_kwargs(b.user, b.password, b.private_key_path, None, b.name), None)
+            tunnel, _ = await self._dial(b.name, b.address, b.port,
+                                         _connect_kwargs(b.user, b.password, b.private_key_path, None, b.name), None)
             self._tunnel = tunnel
         h = self.host
         kwargs = _connect_kwargs(h.user, h.password, h.private_key_path, h.private_key_passphrase, h.name)
         try:
-            self._conn = await self._dial(h.name, h.address, h.port, kwargs, tunnel)
-            self._client = self._dialled
+            self._conn, self._client = await self._dial(h.name, h.address, h.port, kwargs, tunnel)
         except BaseException:
             if tunnel is not None:
                 tunnel.close()
@@ -179,20 +177,14 @@ class SSHConnection(Connection):
             raise
 
     async def _dial(self, name: str, address: str, port: int, kwargs: dict[str, Any],
-                    tunnel: asyncssh.SSHClientConnection | None) -> asyncssh.SSHClientConnection:
-        client = self._dialled = _PinningClient(name, address, port, self.options)
+                    tunnel: asyncssh.SSHClientConnection | None) -> tuple[asyncssh.SSHClientConnection, _PinningClient]:
+        """The connection and its client (which learns why the link ends)."""
+        client = _PinningClient(name, address, port, self.options)
         where = f"{address}:{port}" + (f" via bastion {self.bastion.name}" if tunnel and self.bastion else "")
 
         # Directly reached hosts: the TCP connect first, outside the handshake bound (see kubexm.hosts.dial), so a
         # host whose packets are dropped waits out its timeout without holding a handshake slot.
         ready: list[socket.socket] = []
-        if tunnel is None:
-            try:
-                ready.append(await open_tcp(address, port, self.options.connect_timeout))
-            except (TimeoutError, OSError) as exc:
-                raise HostUnreachable(f"{name}: cannot connect to {where}: {_reason(exc)}",
-                                      hint="check that the host is up, sshd listens on that port and no firewall "
-                                           "blocks it") from None
 
         async def attempt(budget: float) -> asyncssh.SSHClientConnection:
             sock = ready.pop() if ready else None
@@ -210,7 +202,9 @@ class SSHConnection(Connection):
             return conn
 
         try:
-            return await dial(attempt, self.options.connect_timeout)
+            if tunnel is None:
+                ready.append(await open_tcp(address, port, self.options.connect_timeout))
+            return await dial(attempt, self.options.connect_timeout), client
         except asyncssh.HostKeyNotVerifiable:
             if client.mismatch == "unknown":
                 raise HostKeyError(f"{name} ({where}) is not in kubexm's known hosts",
