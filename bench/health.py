@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench import hosts as bench_hosts
-from bench.drive import cluster_text
+from bench.drive import byte_compile, cluster_text
 from bench.hosts import stop_keepers
 
 PY = sys.executable
@@ -105,12 +105,7 @@ def main() -> int:
     import shutil
 
     shutil.rmtree(work, ignore_errors=True)  # new hosts, new host keys: an empty kubexm home
-    # Byte code as an installed package has it: in a source tree with PYTHONDONTWRITEBYTECODE set, every run would
-    # otherwise compile the modules changed since the last write, timing the compiler instead of kubexm.
-    import kubexm
-
-    subprocess.run([PY, "-m", "compileall", "-q", str(Path(kubexm.__file__).parent)], check=False,
-                   env={k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"})
+    byte_compile()
     work.mkdir(parents=True)
     home = work / "kubexm-home"
     env = dict(os.environ, KUBEXM_HOME=str(home), HOME=str(work), PYTHONDONTWRITEBYTECODE="1",

@@ -33,7 +33,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench import faults, peers
 from bench import hosts as bench_hosts
-from bench.drive import cluster_text
+from bench.drive import byte_compile, cluster_text
 from bench.hosts import keeper_peak_kib, stop_keepers
 
 HERE = Path(__file__).resolve().parent
@@ -152,6 +152,7 @@ def hosts_main(args: argparse.Namespace, workloads: list[str]) -> int:
     # New hosts get a new host key each run: start from an empty kubexm home (kubexm pins keys it has seen).
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
+    byte_compile()
     venv = HERE / ".peers"
     if tools & {"pyinfra", "ansible"}:
         print(f"bench: installing peers ({', '.join(peers.PEERS)}) into {venv}", flush=True)

@@ -85,7 +85,7 @@ def scopes(cluster: Cluster, node: str) -> set[Scope]:
 
 
 def etcd_data_dir(cluster: Cluster) -> str:
-    from kubexm.steps.etcd import data_dir
+    from kubexm.steps.etcd_node import data_dir
 
     return data_dir(cluster)
 

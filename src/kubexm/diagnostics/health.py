@@ -105,7 +105,7 @@ def units_for(cluster: Cluster, node: str) -> list[str]:
 def paths_for(cluster: Cluster, node: str) -> dict[str, str]:
     """Paths whose disk and inode use is judged, with what each holds: /, the etcd data dir, the runtime's and
     kubelet's roots (only those that apply to the node's roles; a path that does not exist is skipped)."""
-    from kubexm.steps.etcd import data_dir
+    from kubexm.steps.etcd_node import data_dir
 
     roles = set(cluster.roles_of(node))
     spec = cluster.spec
@@ -122,8 +122,8 @@ def paths_for(cluster: Cluster, node: str) -> dict[str, str]:
 def kube_command() -> Cmd:
     """On a control-plane node: whether the admin kubeconfig is there, whether an API server answers through
     it, and then the nodes and kube-system pods as JSON."""
-    from kubexm.kube.commands import kubectl_get  # with kubeadm's config types: loaded for this one node
-    from kubexm.kube.kubeadm import ADMIN_CONF
+    from kubexm.kube.commands import kubectl_get
+    from kubexm.kube.paths import ADMIN_CONF
 
     return shell(
         "if test -f {conf}; then echo present; {readyz} 2>&1 && echo '#kx-section kube-nodes' && {nodes} && "
@@ -160,7 +160,7 @@ def writable_sysctl_probe(keys: list[str]) -> Cmd:
 
 
 def _etcd(*args: str) -> Cmd:
-    from kubexm.steps.etcd import etcdctl
+    from kubexm.steps.etcd_node import etcdctl
 
     return etcdctl(*args, "-w", "json", readonly=True)
 

@@ -8,7 +8,7 @@ checks and dry runs may use them.
 from __future__ import annotations
 
 from kubexm.hosts.shell import Cmd, Word, sh, shell
-from kubexm.kube.kubeadm import ADMIN_CONF, INIT_CONFIG, JOIN_CONFIG, TOKEN_CONFIG
+from kubexm.kube.paths import ADMIN_CONF, INIT_CONFIG, JOIN_CONFIG, TOKEN_CONFIG
 
 KUBECTL: tuple[str, ...] = ("kubectl", "--kubeconfig", ADMIN_CONF)
 

@@ -20,15 +20,15 @@ from ruamel.yaml import YAML
 from ruamel.yaml.scalarstring import DoubleQuotedScalarString, LiteralScalarString
 
 from kubexm.errors import KubexmError
+from kubexm.kube.paths import ADMIN_CONF as ADMIN_CONF  # re-exported: one place for kubeadm's names
+from kubexm.kube.paths import INIT_CONFIG as INIT_CONFIG
+from kubexm.kube.paths import JOIN_CONFIG as JOIN_CONFIG
+from kubexm.kube.paths import KUBELET_CONF as KUBELET_CONF
+from kubexm.kube.paths import PKI_DIR as PKI_DIR
+from kubexm.kube.paths import TOKEN_CONFIG as TOKEN_CONFIG
 from kubexm.spec.fields import parse_taint
 from kubexm.spec.models import Cluster, Host
 
-PKI_DIR = "/etc/kubernetes/pki"
-INIT_CONFIG = "/etc/kubernetes/kubeadm-config.yaml"
-JOIN_CONFIG = "/etc/kubernetes/kubeadm-join.yaml"
-TOKEN_CONFIG = "/etc/kubernetes/kubeadm-token.yaml"
-ADMIN_CONF = "/etc/kubernetes/admin.conf"
-KUBELET_CONF = "/etc/kubernetes/kubelet.conf"
 CONTROL_PLANE_TAINT = {"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}
 
 _TOKEN_ALPHABET = string.ascii_lowercase + string.digits

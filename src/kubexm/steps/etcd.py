@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
-import posixpath
 import re
 import time
 from dataclasses import dataclass
@@ -15,15 +13,23 @@ from typing import Any
 from kubexm.engine.context import FileWant, HostContext
 from kubexm.engine.step import Step
 from kubexm.errors import KubexmError, StepFailed
-from kubexm.hosts.shell import Cmd, sh, shell
+from kubexm.hosts.shell import sh
 from kubexm.pki import PKI
 from kubexm.pki.layout import etcd_specs
 from kubexm.spec.models import Cluster
 from kubexm.steps.binaries import InstallBinaries
 from kubexm.steps.common import Systemd, Template, kubexm_command, restart_marker
 
-BIN = "/usr/local/bin"
-PKI_DIR = "/etc/kubernetes/pki/etcd"
+# Re-exported: the etcd steps' importers keep one place to import from (`X as X` marks a re-export).
+from kubexm.steps.etcd_node import BIN as BIN
+from kubexm.steps.etcd_node import CONTROL
+from kubexm.steps.etcd_node import LOCAL_ENDPOINT as LOCAL_ENDPOINT
+from kubexm.steps.etcd_node import PKI_DIR as PKI_DIR
+from kubexm.steps.etcd_node import data_dir as data_dir
+from kubexm.steps.etcd_node import etcdctl as etcdctl
+from kubexm.steps.etcd_node import url as url
+from kubexm.steps.etcd_node import with_api_v3 as with_api_v3
+
 ENV_FILE = "/etc/etcd.env"
 BOOTSTRAP_FILE = "/etc/etcd.bootstrap.env"
 UNIT_FILE = "/etc/systemd/system/etcd.service"
@@ -37,39 +43,8 @@ def cluster_pki(cluster: Cluster) -> PKI:
                            leaf_days=settings.cert_validity_days)
 
 
-LOCAL_ENDPOINT = "https://127.0.0.1:2379"
-# Where a data directory must never point: `kubexm delete nodes` ends with `rm -rf` of it.
-_SYSTEM_DIRS = frozenset({"/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib64", "/opt", "/proc", "/root",
-                          "/run", "/sbin", "/srv", "/sys", "/tmp", "/usr", "/usr/local", "/usr/local/bin", "/var",
-                          "/var/lib", "/var/lib/kubexm", "/var/tmp", "/etc/kubernetes"})
 # An etcd flag as spec.etcd.extraArgs names it (quota-backend-bytes, experimental-initial-corrupt-check).
 _FLAG = re.compile(r"^[A-Za-z0-9]+(?:[-_][A-Za-z0-9]+)*$")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-
-def url(address: str, port: int) -> str:
-    """An https URL of an address: IPv6 literals in brackets, as etcd and its certificates expect."""
-    # A host name is not an IP literal: ":" never occurs in one, so only IPv6 literals get brackets.
-    if ":" in address and ipaddress.ip_address(address).version == 6:
-        return f"https://[{address}]:{port}"
-    return f"https://{address}:{port}"
-
-
-def data_dir(cluster: Cluster) -> str:
-    """spec.etcd.dataDir, checked before it reaches `mv` or `rm -rf`: absolute, no `..`, no control
-    character, not a system directory. Any other character (a space, `;`) is carried as one quoted word."""
-    value = cluster.spec.etcd.data_dir
-    if _CONTROL.search(value):
-        raise StepFailed(f"spec.etcd.dataDir {value!r} holds a line break or control character",
-                         hint="use a plain absolute path, e.g. /var/lib/etcd")
-    if not value.startswith("/") or ".." in value.split("/"):
-        raise StepFailed(f"spec.etcd.dataDir {value!r} must be an absolute path without '..'",
-                         hint="e.g. /var/lib/etcd")
-    normal = "/" + posixpath.normpath(value).lstrip("/")  # also "//x" (normpath keeps two leading slashes)
-    if normal in _SYSTEM_DIRS:
-        raise StepFailed(f"spec.etcd.dataDir {value!r} is a system directory; etcd's data would replace it "
-                         "and removing a member deletes it", hint="use a directory of its own, e.g. /var/lib/etcd")
-    return normal
 
 
 def etcd_members(cluster: Cluster) -> list[tuple[str, str]]:
@@ -78,20 +53,6 @@ def etcd_members(cluster: Cluster) -> list[tuple[str, str]]:
 
 def initial_cluster(cluster: Cluster) -> str:
     return ",".join(f"{name}={url(ip, 2380)}" for name, ip in etcd_members(cluster))
-
-
-def etcdctl(*args: str, endpoints: str = LOCAL_ENDPOINT, readonly: bool = False) -> Cmd:
-    """etcdctl on a member, authenticated with the health-check client certificate; each argument one word.
-    ``readonly``: the sub-command only reads (endpoint health, member list), verified by the command builder."""
-    command = sh(f"{BIN}/etcdctl", f"--endpoints={endpoints}", f"--cacert={PKI_DIR}/ca.crt",
-                 f"--cert={PKI_DIR}/healthcheck-client.crt", f"--key={PKI_DIR}/healthcheck-client.key",
-                 "--command-timeout=10s", *args, readonly=readonly)
-    return with_api_v3(command)
-
-
-def with_api_v3(command: Cmd) -> Cmd:
-    # etcdctl before 3.4 speaks the v2 API unless told otherwise.
-    return shell("ETCDCTL_API=3 {command}", command=command, readonly=command.readonly)
 
 
 @dataclass(frozen=True)
@@ -169,7 +130,7 @@ def extra_env(cluster: Cluster) -> tuple[tuple[str, str], ...]:
         if not _FLAG.match(flag):
             raise StepFailed(f"spec.etcd.extraArgs: {key!r} is not an etcd flag name",
                              hint="letters, digits and '-', as etcd --help spells it, e.g. quota-backend-bytes")
-        if _CONTROL.search(str(value)):
+        if CONTROL.search(str(value)):
             raise StepFailed(f"spec.etcd.extraArgs.{key}: the value holds a line break or control character",
                              hint="an etcd flag value is one line")
         out.append(("ETCD_" + flag.upper().replace("-", "_"), str(value)))
