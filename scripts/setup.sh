@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 
 # haproxy, keepalived and kubectl validate the configs and kubeconfigs kubexm generates; socat relays files
 # between the benchmark's and the relay tests' hosts; nft makes a relay test's firewall drop the relay port.
-apt_packages=(openssh-server openssh-client sudo iproute2 openssl debootstrap systemd-container haproxy keepalived socat nftables docker-registry skopeo)
+# tcsh is a login shell that does not read POSIX sh: the command lines kubexm sends must still work under it.
+apt_packages=(openssh-server openssh-client sudo iproute2 openssl debootstrap systemd-container haproxy keepalived socat nftables docker-registry skopeo tcsh)
 missing=()
 for p in "${apt_packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ "${#missing[@]}" -gt 0 ]; then

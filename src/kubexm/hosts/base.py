@@ -115,18 +115,26 @@ def sudo_wrap(command: str, *, password_needed: bool) -> tuple[str, bool]:
 PID_MARK = b"kubexm-pid:"
 
 
-def guarded(command: str, limit: float, *, report_pid: bool) -> str:
+# Login shells that read the POSIX guard below as it is: an SSH command line is read by the user's login shell,
+# and only for these can it skip the `sh -c` layer that makes the guard's syntax work in csh or fish too.
+POSIX_SHELLS = frozenset({"sh", "dash", "bash", "ash", "ksh", "ksh93", "mksh", "zsh", "yash", "posh"})
+
+
+def guarded(command: str, limit: float, *, report_pid: bool, report_shell: bool = False) -> str:
     """``command`` run under the host's ``timeout`` (TERM at ``limit`` seconds, KILL ``KILL_AFTER`` later), so
     it ends on the host even when kubexm is gone. ``timeout`` leads its own process group, which holds every
     process the command starts: killing that group (``kill_group``) stops all of it. ``report_pid``: first
     print ``kubexm-pid:<pid>`` on stderr (the pid of ``timeout``, hence the group id) so a cancelled run can
     kill the group. A host without ``timeout`` runs the command without the limit on the host side.
+    ``report_shell``: the pid line also carries the login shell sshd started (``$SHELL``), after a space.
     """
     seconds = max(1, math.ceil(limit))
     inner = f"sh -c {shlex.quote(command)}"
     guard = (f"if command -v timeout >/dev/null 2>&1; then exec timeout -k {KILL_AFTER} {seconds} {inner}; "
              f"else exec {inner}; fi")
-    return ("echo kubexm-pid:$$ >&2; " + guard) if report_pid else guard
+    if report_pid:
+        return ('echo "kubexm-pid:$$ $SHELL" >&2; ' if report_shell else "echo kubexm-pid:$$ >&2; ") + guard
+    return guard
 
 
 def kill_group(pid: int) -> str:

@@ -26,6 +26,7 @@ from kubexm.errors import AuthenticationError, ConnectionFault, HostKeyError, Ho
 from kubexm.hosts.base import (
     KILL_AFTER,
     PID_MARK,
+    POSIX_SHELLS,
     CommandResult,
     Connection,
     ConnectOptions,
@@ -153,6 +154,8 @@ class SSHConnection(Connection):
         self._sudo_password = self.host.sudo_password or self.host.password
         self._busy: dict[int, int] = {}  # commands in flight per live link (they get the short keepalives)
         self._client: _PinningClient | None = None  # the host link's client: it learns why the link ended
+        # Whether the login shell reads POSIX sh (learned from the first command on each link, see _line).
+        self._posix_login: bool | None = None
 
     # -- connecting -----------------------------------------------------------------------
     async def open(self) -> None:
@@ -168,6 +171,7 @@ class SSHConnection(Connection):
             self._tunnel = tunnel
         h = self.host
         kwargs = _connect_kwargs(h.user, h.password, h.private_key_path, h.private_key_passphrase, h.name)
+        self._posix_login = None  # a new link learns its login shell again
         try:
             self._conn, self._client = await self._dial(h.name, h.address, h.port, kwargs, tunnel)
         except BaseException:
@@ -268,10 +272,17 @@ class SSHConnection(Connection):
         return CommandResult(command, res, out.decode(errors="replace"), err.decode(errors="replace"))
 
     def _line(self, command: str, limit: float, *, as_root: bool, data: bytes | None) -> tuple[str, bytes | None]:
-        """The channel's command line: ``command`` guarded by the host's timeout, through sudo when ``as_root``."""
-        guard = guarded(command, limit, report_pid=True)
+        """The channel's command line: ``command`` guarded by the host's timeout, through sudo when ``as_root``.
+
+        sshd hands the line to the user's login shell. Until that shell is known the guard runs under ``sh -c``
+        (a csh or fish login shell could not read it) and reports ``$SHELL``; once the shell is known to read POSIX
+        sh, the guard goes to it directly: one program start fewer for every command on the link."""
         if not as_root:
+            if self._posix_login:
+                return guarded(command, limit, report_pid=True), data
+            guard = guarded(command, limit, report_pid=True, report_shell=self._posix_login is None)
             return sh("sh", "-c", guard).text, data
+        guard = guarded(command, limit, report_pid=True)
         line, feed = sudo_wrap(guard, password_needed=self._sudo_password is not None)
         if feed and self._sudo_password is not None:
             data = self._sudo_password.encode() + b"\n" + (data or b"")
@@ -308,7 +319,7 @@ class SSHConnection(Connection):
         except _TRANSPORT_ERRORS as exc:
             await self._drop()
             raise self._lost(exc, "running a command") from None
-        _, err = _split_pid(_bytes(done.stderr))
+        _, err = self._split_pid(_bytes(done.stderr))
         if done.exit_status is None and done.exit_signal is None:
             # The channel closed without the command reporting how it ended: the host or its sshd went away.
             await self._drop()
@@ -327,6 +338,13 @@ class SSHConnection(Connection):
             )
         return status, _bytes(done.stdout), err
 
+    def _split_pid(self, stderr: bytes) -> tuple[int | None, bytes]:
+        """``_split_pid`` of a finished command; a login shell it reports is learned for the link."""
+        pid, rest, shell = _split_pid(stderr)
+        if shell is not None and self._posix_login is None:
+            self._posix_login = posixpath.basename(shell) in POSIX_SHELLS
+        return pid, rest
+
     async def _stop(self, conn: asyncssh.SSHClientConnection, proc: asyncssh.SSHClientProcess[bytes],
                     as_root: bool, seen: bytes = b"") -> None:
         """Kill what ``proc`` started on the host (its whole process group, as root when it runs as root),
@@ -334,11 +352,11 @@ class SSHConnection(Connection):
         try:
             if proc.exit_status is not None or proc.exit_signal is not None:
                 return
-            pid, _ = _split_pid(seen + _peek_stderr(proc))
+            pid, _, _ = _split_pid(seen + _peek_stderr(proc))
             deadline = time.monotonic() + 3  # the pid line is the first thing the command prints
             while pid is None and time.monotonic() < deadline and not proc.is_closing():
                 await asyncio.sleep(0.05)
-                pid, _ = _split_pid(seen + _peek_stderr(proc))
+                pid, _, _ = _split_pid(seen + _peek_stderr(proc))
             if pid is None:
                 return  # never started (or already gone): the host's timeout bounds it anyway
             line, data = sh("sh", "-c", kill_group(pid)).text, None
@@ -381,7 +399,7 @@ class SSHConnection(Connection):
             await self._drop()
             raise self._lost(exc, "streaming a file to a command") from None
         status = done.exit_status if done.exit_status is not None else 255
-        _, err = _split_pid(_bytes(done.stderr))
+        _, err = self._split_pid(_bytes(done.stderr))
         return CommandResult(command, status, _bytes(done.stdout).decode(errors="replace"), err.decode(errors="replace"))
 
     # -- files ----------------------------------------------------------------------------
@@ -511,16 +529,17 @@ def _peek_stderr(proc: Any) -> bytes:
     return b"".join(b for b in buf if isinstance(b, bytes))
 
 
-def _split_pid(stderr: bytes) -> tuple[int | None, bytes]:
-    """The pid ``guarded`` reported, and stderr without that line."""
+def _split_pid(stderr: bytes) -> tuple[int | None, bytes, str | None]:
+    """The pid ``guarded`` reported, stderr without that line, and the login shell when the line carries one."""
     at = 0 if stderr.startswith(PID_MARK) else stderr.find(b"\n" + PID_MARK) + 1
     if at == 0 and not stderr.startswith(PID_MARK):
-        return None, stderr
+        return None, stderr, None
     end = stderr.find(b"\n", at)
     if end == -1:
-        return None, stderr  # the line is not complete yet
-    digits = stderr[at + len(PID_MARK):end]
-    return (int(digits) if digits.isdigit() else None), stderr[:at] + stderr[end + 1:]
+        return None, stderr, None  # the line is not complete yet
+    digits, space, shell = stderr[at + len(PID_MARK):end].partition(b" ")
+    return ((int(digits) if digits.isdigit() else None), stderr[:at] + stderr[end + 1:],
+            shell.decode(errors="replace") if space else None)
 
 
 def _bytes(value: Any) -> bytes:
