@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.markup import escape
+from rich.text import Text
 
 from kubexm.engine.events import Event
 from kubexm.engine.executor import RunReport
@@ -20,15 +21,17 @@ if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
     from rich.table import Table
 
+# (symbol, its style, the word): the line of a step result.
 MARKS = {
-    "changed": ("[green]✓[/]", "changed"),
-    "ok": ("[green]=[/]", "in place"),
-    "would-change": ("[yellow]+[/]", "would change"),
-    "planned": ("[cyan]?[/]", "planned"),
-    "not-applicable": ("[magenta]~[/]", "not applicable"),
-    "failed": ("[red]✗[/]", "FAILED"),
-    "skipped": ("[dim]-[/]", "skipped"),
+    "changed": ("✓", "green", "changed"),
+    "ok": ("=", "green", "in place"),
+    "would-change": ("+", "yellow", "would change"),
+    "planned": ("?", "cyan", "planned"),
+    "not-applicable": ("~", "magenta", "not applicable"),
+    "failed": ("✗", "red", "FAILED"),
+    "skipped": ("-", "dim", "skipped"),
 }
+Part = str | tuple[str, str]  # text, or (text, style): never parsed as markup, whatever a host name holds
 
 
 def report_table(title: str, columns: list[str], rows: list[list[str]]) -> Table:
@@ -52,6 +55,7 @@ class ConsoleView:
         self.progress: Progress | None = None
         self.bar: TaskID | None = None
         self.current: dict[str, str] = {}  # host -> what it is doing now
+        self._plain: bool | None = None  # not a terminal: lines are written as plain text (see _say)
 
     def _live(self) -> Progress | None:
         if not self.console.is_terminal:
@@ -74,13 +78,23 @@ class ConsoleView:
             self.progress.stop()
             self.progress = None
 
+    def _say(self, *parts: Part, soft_wrap: bool = False) -> None:
+        """One line of output. On a terminal Rich styles (and wraps) it; elsewhere (a pipe, a CI log) it is written
+        as plain text: at a thousand hosts Rich's rendering of every result line was a tenth of a run's CPU."""
+        text = Text.assemble(*parts)
+        if self._plain is None:
+            self._plain = not self.console.is_terminal
+        if self._plain:
+            self.console.file.write(text.plain + "\n")
+        else:
+            self.console.print(text, soft_wrap=soft_wrap)
+
     def __call__(self, e: Event) -> None:
-        c = self.console
         if e.kind == "module.start":
-            c.print(f"[bold]{e.module}[/] [dim]{escape(e.message)}[/]")
+            self._say((e.module or "", "bold"), " ", (e.message, "dim"))
         elif e.kind == "task.start":
             hosts = e.data.get("hosts", [])
-            c.print(f"  [bold cyan]{e.task}[/] [dim]on {len(hosts)} host(s), {e.data.get('strategy', '')}[/]")
+            self._say("  ", (e.task or "", "bold cyan"), " ", (f"on {len(hosts)} host(s), {e.data.get('strategy', '')}", "dim"))
             live = self._live()
             if live is not None:
                 if self.bar is not None:
@@ -94,7 +108,7 @@ class ConsoleView:
             self.current.pop(e.host or "", None)
             self.progress.update(self.bar, advance=1, description=self._describe_hosts(e.task or ""))
         elif e.kind == "step.end":
-            mark, word = MARKS.get(e.status or "", ("?", e.status or ""))
+            mark, style, word = MARKS.get(e.status or "", ("?", "", e.status or ""))
             if e.status == "ok" and not e.data.get("mutates", True):
                 word = "done"
             if e.step == "Command" and e.status in ("changed", "failed"):
@@ -102,27 +116,26 @@ class ConsoleView:
             if e.status == "ok" and not self.verbose and e.step in ("Greeting", "PreflightReport"):
                 return
             desc = e.data.get("description") or e.step or ""
-            line = f"    {mark} {escape(e.host or '')}: {escape(desc)} [dim]({word})[/]"
+            parts: list[Part] = ["    ", (mark, style), f" {e.host or ''}: {desc} ", (f"({word})", "dim")]
             if e.status in ("failed", "not-applicable", "skipped") and e.message and e.message != desc:
-                line += f"\n        {escape(e.message)}"
-            c.print(line)
+                parts.append(f"\n        {e.message}")
+            self._say(*parts)
         elif e.kind == "host.retry":
-            c.print(f"    [yellow]↻[/] {escape(e.host or '')}: {escape(e.message)}")
+            self._say("    ", ("↻", "yellow"), f" {e.host or ''}: {e.message}")
         elif e.kind == "report":
             d = e.data
-            c.print(report_table(d.get("title", ""), d.get("columns", []), d.get("rows", [])))
+            self.console.print(report_table(d.get("title", ""), d.get("columns", []), d.get("rows", [])))
         elif e.kind == "message" and e.data.get("command") is not None:
             status = e.data.get("exit_status")
-            colour = "green" if status == 0 else "red"
-            c.print(f"[bold]== {escape(e.host or '')}[/] [{colour}](exit {status})[/]")
+            self._say((f"== {e.host or ''}", "bold"), " ", (f"(exit {status})", "green" if status == 0 else "red"))
             out = (e.data.get("stdout") or "").rstrip("\n")
             err = (e.data.get("stderr") or "").rstrip("\n")
             if out:
-                c.print(escape(out), soft_wrap=True)
+                self._say(out, soft_wrap=True)
             if err:
-                c.print(f"[red]{escape(err)}[/]", soft_wrap=True)
+                self._say((err, "red"), soft_wrap=True)
         elif e.kind == "message" and e.message:
-            c.print(f"    [yellow]![/] {escape(e.message)}")
+            self._say("    ", ("!", "yellow"), f" {e.message}")
         elif e.kind == "run.end":
             self.stop()
 
