@@ -42,3 +42,15 @@ def test_a_key_pinned_or_edited_elsewhere_is_seen_at_once(tmp_path: Path) -> Non
     os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns + 1_000_000_000))
     found = ours.lookup("10.0.0.2", 22)
     assert found is not None and found.key == "ssh-ed25519 BBBB2"
+
+
+def test_a_hand_edited_file_with_two_lines_for_one_endpoint_answers_with_the_first(tmp_path: Path) -> None:
+    path = tmp_path / "known_hosts"
+    path.write_text("# kubexm known hosts\nn1 [10.0.0.1]:22 ssh-ed25519 FIRST\nn1 [10.0.0.1]:22 ssh-ed25519 SECOND\n"
+                    "short line\nn2 [10.0.0.2]:22 ssh-ed25519 OTHER\n")
+    known = KnownHosts(path)
+    first = known.lookup("10.0.0.1", 22)
+    assert first is not None and first.key == "ssh-ed25519 FIRST"
+    other = known.lookup("10.0.0.2", 22)
+    assert other is not None and other.name == "n2"
+    assert known.lookup("10.0.0.3", 22) is None

@@ -25,39 +25,46 @@ def endpoint(address: str, port: int) -> str:
     return f"[{address}]:{port}"
 
 
-# Parsed files by path, with the (inode, mtime, size) they were parsed at: a run connecting to N hosts looks
-# N times into the same file, which should be read once unless it changed (another run pinned a key).
-_PARSED: dict[Path, tuple[tuple[int, int, int], list[KnownKey]]] = {}
+# Parsed files by path, with the (inode, mtime, size) they were parsed at and an index by endpoint (its first
+# line, as a scan would find): a run connecting to N hosts looks N times into the same file, which should be read
+# once unless it changed (another run pinned a key), and each look should not walk all N lines.
+_PARSED: dict[Path, tuple[tuple[int, int, int], list[KnownKey], dict[str, KnownKey]]] = {}
 
 
 class KnownHosts:
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    def _read(self) -> list[KnownKey]:
+    def _parsed(self) -> tuple[list[KnownKey], dict[str, KnownKey]]:
+        """The file's keys and their index, shared: callers copy before they change anything."""
         try:
             st = self.path.stat()
         except FileNotFoundError:
-            return []
+            return [], {}
         stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
         cached = _PARSED.get(self.path)
         if cached is not None and cached[0] == stamp:
-            return list(cached[1])
+            return cached[1], cached[2]
         try:
             lines = self.path.read_text().splitlines()
         except FileNotFoundError:
-            return []
+            return [], {}
         out = []
         for line in lines:
             parts = line.split()
             if len(parts) >= 4 and not line.startswith("#"):
                 out.append(KnownKey(parts[0], parts[1], f"{parts[2]} {parts[3]}"))
-        _PARSED[self.path] = (stamp, out)
-        return list(out)
+        index: dict[str, KnownKey] = {}
+        for k in out:
+            index.setdefault(k.endpoint, k)
+        _PARSED[self.path] = (stamp, out, index)
+        return out, index
+
+    def _read(self) -> list[KnownKey]:
+        return list(self._parsed()[0])
 
     def lookup(self, address: str, port: int) -> KnownKey | None:
-        ep = endpoint(address, port)
-        return next((k for k in self._read() if k.endpoint == ep), None)
+        return self._parsed()[1].get(endpoint(address, port))
 
     def forget(self, address: str, port: int = 22) -> bool:
         """Drop the remembered key of an endpoint (a machine that was rebuilt on purpose)."""
