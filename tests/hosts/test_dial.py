@@ -139,3 +139,38 @@ async def test_a_host_that_answered_earlier_in_the_run_stays_retryable() -> None
     assert not isinstance(info.value, HostUnreachable)
     state["up"] = True
     await pool.get("n1")
+
+
+async def test_a_live_host_runs_its_steps_while_a_dead_host_is_still_being_dialled() -> None:
+    """No barrier after dialing: each host waits for its own connection only (the slow dial of a host whose
+    packets are dropped must not delay the fleet's commands by a connect timeout)."""
+    from support.memory import MemoryConnection, MemoryFleet
+
+    from kubexm.engine import EventBus, Executor, Module, Pipeline, RunContext, RunOptions, Task
+    from kubexm.steps.common import Command
+
+    fleet = MemoryFleet(["n1", "n2", "n3"])
+    dead_dial_ends: list[float] = []
+
+    class Slow(MemoryConnection):
+        async def open(self) -> None:
+            if self.name == "n2":
+                await asyncio.sleep(1.0)  # a dropped host: nothing answers until its timeout
+                dead_dial_ends.append(time.monotonic())
+                raise HostUnreachable("n2: cannot connect to 10.9.0.2:22: timed out")
+            await super().open()
+
+    cluster = _cluster()
+    options = RunOptions()
+    done: dict[str, float] = {}
+
+    def record(event: object) -> None:
+        if getattr(event, "kind", "") == "step.end":
+            done[getattr(event, "host", "")] = time.monotonic()
+
+    run = RunContext(cluster, options, bus=EventBus([record]),
+                     pool=ConnectionPool(cluster, options.connect, factory=lambda h, o: Slow(fleet[h.name])))
+    task = Task("T", steps=[Command("true", sudo=False)])
+    report = await Executor(run).run_pipeline(Pipeline("P", [Module("M", tasks=[task])]))
+    assert [r.host for r in report.failures] == ["n2"]
+    assert done["n1"] < dead_dial_ends[0] and done["n3"] < dead_dial_ends[0]

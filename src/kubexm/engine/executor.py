@@ -171,7 +171,17 @@ class Executor:
         limit = task.strategy.limit or run.options.parallel
         sem = asyncio.Semaphore(max(1, limit))
 
+        dials: dict[str, asyncio.Task[None]] = {}
+        if not run.options.offline:
+            # Dial every host of the task at once (handshakes are bounded by the dialer, not by task slots):
+            # hosts that are down are found together in one connect timeout instead of holding slots in turn,
+            # and each host starts its steps as soon as its own connection is there.
+            dials = run.pool.dial_each([h for h in hosts if h != DEPLOY])
+
         async def walk(name: str) -> None:
+            dial = dials.get(name)
+            if dial is not None:
+                await asyncio.wait([dial])  # before taking a slot: a dead host's dial never holds one
             async with sem:
                 if stop.is_set():
                     self._record(mname, task, name, "(not started)", "(not started)", "skipped",
@@ -184,20 +194,24 @@ class Executor:
                     if task.on_failure == "stop":
                         stop.set()
 
-        if not run.options.offline:
-            # Dial every host of the task at once (handshakes are bounded by the dialer, not by task slots):
-            # hosts that are down are found together in one connect timeout instead of holding slots in turn.
-            await run.pool.dial_all([h for h in hosts if h != DEPLOY])
-        if task.strategy.kind == "rolling":
-            size = task.strategy.batch
-            if task.strategy.batch_option:
-                size = max(1, int(run.options.extra.get(task.strategy.batch_option, size)))
-            for i in range(0, len(hosts), size):
-                await asyncio.gather(*(walk(h) for h in hosts[i:i + size]))
-                if failed_hosts:
-                    stop.set()  # never roll on to the next batch after a failure
-        else:
-            await asyncio.gather(*(walk(h) for h in hosts))
+        try:
+            if task.strategy.kind == "rolling":
+                size = task.strategy.batch
+                if task.strategy.batch_option:
+                    size = max(1, int(run.options.extra.get(task.strategy.batch_option, size)))
+                for i in range(0, len(hosts), size):
+                    await asyncio.gather(*(walk(h) for h in hosts[i:i + size]))
+                    if failed_hosts:
+                        stop.set()  # never roll on to the next batch after a failure
+            else:
+                await asyncio.gather(*(walk(h) for h in hosts))
+        finally:
+            # Dials of hosts that never walked (a rolling task stopped early, an interrupted run) end with the task.
+            pending = [d for d in dials.values() if not d.done()]
+            for d in pending:
+                d.cancel()
+            if pending:
+                await asyncio.wait(pending)
 
         if not failed_hosts and hosts:
             then = task.then_steps(run)

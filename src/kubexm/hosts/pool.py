@@ -91,11 +91,24 @@ class ConnectionPool:
                 self._conns[name] = conn
             return conn
 
+    def dial_each(self, names: list[str]) -> dict[str, asyncio.Task[None]]:
+        """Start opening the connections of ``names`` at once, one task per host, and return the tasks. Handshakes
+        are bounded by kubexm.hosts.dial, not by task slots, so hosts that are down are found in one connect
+        timeout for all of them; and a host waits for its own dial only, never for the slowest of the fleet.
+        Errors are kept for the step that needs the host to report."""
+        return {n: asyncio.ensure_future(self._dial_quietly(n)) for n in dict.fromkeys(names) if n not in self._conns}
+
     async def dial_all(self, names: list[str]) -> None:
-        """Open the connections of ``names`` at once (handshakes bounded by kubexm.hosts.dial, not by task
-        slots), so hosts that are down are found in one connect timeout for all of them. Errors are kept for
-        the step that needs the host to report."""
-        await asyncio.gather(*(self.get(n) for n in names if n not in self._conns), return_exceptions=True)
+        """``dial_each``, waiting for every dial to end."""
+        tasks = self.dial_each(names)
+        if tasks:
+            await asyncio.wait(tasks.values())
+
+    async def _dial_quietly(self, name: str) -> None:
+        # Any failure (a refused dial, a missing key) is raised again to the step that asks for the host, which
+        # reports it as that host's failure; here it must not surface as an unretrieved task exception.
+        with contextlib.suppress(Exception):
+            await self.get(name)
 
     async def reset(self, name: str) -> None:
         """Drop a broken connection so the next ``get`` reconnects."""
