@@ -133,7 +133,8 @@ def guarded(command: str, limit: float, *, report_pid: bool, report_shell: bool 
     guard = (f"if command -v timeout >/dev/null 2>&1; then exec timeout -k {KILL_AFTER} {seconds} {inner}; "
              f"else exec {inner}; fi")
     if report_pid:
-        return ('echo "kubexm-pid:$$ $SHELL" >&2; ' if report_shell else "echo kubexm-pid:$$ >&2; ") + guard
+        # printf, not echo: some shells' echo reads backslashes in $SHELL as escapes.
+        return ("printf 'kubexm-pid:%s %s\\n' \"$$\" \"$SHELL\" >&2; " if report_shell else "echo kubexm-pid:$$ >&2; ") + guard
     return guard
 
 
