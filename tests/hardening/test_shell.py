@@ -73,6 +73,14 @@ def test_redirection_targets_are_quoted(tmp_path: Path) -> None:
     lambda: shell("echo `id`", readonly=True),
     lambda: shell("{c} && cat /x", c=sh("touch", "/x"), readonly=True),
     lambda: script("ls /; mkdir /x", readonly=True),
+    # daemons start (and write) unless told only to report
+    lambda: sh("etcd", "--data-dir", "/var/lib/etcd", readonly=True),
+    lambda: sh("kubelet", readonly=True),
+    lambda: sh("haproxy", "-f", "/etc/haproxy/haproxy.cfg", readonly=True),
+    lambda: sh("keepalived", "-f", "/etc/keepalived/keepalived.conf", readonly=True),
+    lambda: sh("crio", readonly=True),
+    lambda: sh("runc", "run", "x", readonly=True),
+    lambda: script("command -v cri-dockerd && cri-dockerd --network-plugin=cni", readonly=True),
 ])
 def test_a_command_declared_read_only_that_could_write_is_refused(build: object) -> None:
     with pytest.raises(UnsafeCommand):
@@ -85,7 +93,10 @@ def test_read_only_commands_that_only_read_are_accepted() -> None:
                 shell("cat {p} 2>/dev/null || true", p="/etc/a b", readonly=True),
                 sh("kubectl", "--kubeconfig", "/etc/k", "get", "nodes", "-o", "json", readonly=True),
                 shell("if {c} >/dev/null 2>&1; then echo 1=0; fi", c=sh("test", "-e", "/x", readonly=True),
-                      readonly=True)):
+                      readonly=True),
+                sh("etcd", "--version", readonly=True), sh("haproxy", "-c", "-q", "-f", "/tmp/x.cfg", readonly=True),
+                sh("keepalived", "-t", "-f", "/tmp/k.conf", readonly=True), sh("crio", "version", readonly=True),
+                sh("runc", "--version", readonly=True), sh("runc", "list", readonly=True)):
         assert cmd.readonly
     # Combining keeps read-only only when every part is.
     assert not (sh("cat", "/x", readonly=True) & sh("touch", "/x")).readonly

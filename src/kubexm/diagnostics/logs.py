@@ -114,6 +114,8 @@ VERSIONS = script(
     "command -v etcdctl >/dev/null 2>&1 && etcdctl version 2>&1\n"
     "command -v containerd >/dev/null 2>&1 && containerd --version 2>&1\n"
     "command -v runc >/dev/null 2>&1 && runc --version 2>&1\n"
+    "command -v crio >/dev/null 2>&1 && crio --version 2>&1\n"
+    "command -v cri-dockerd >/dev/null 2>&1 && cri-dockerd --version 2>&1\n"
     "command -v crictl >/dev/null 2>&1 && crictl --version 2>&1\n"
     "command -v docker >/dev/null 2>&1 && docker --version 2>&1\n"
     "command -v kubelet >/dev/null 2>&1 && kubelet --version 2>&1\n"

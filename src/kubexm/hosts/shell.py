@@ -248,8 +248,7 @@ _READ_PROGRAMS: dict[str, frozenset[str] | None] = {
         "nproc", "free", "df", "du", "ps", "pgrep", "dpkg-query", "rpm", "uptime", "journalctl", "timeout",
         "findmnt", "mountpoint", "lsblk", "env", "printenv", "cmp", "diff", "od", "base64", "xargs",
         "getenforce", "sestatus", "tar", "gzip", "zcat", "jq", "column", "seq", "sleep", "curl", "base32",
-        "haproxy", "keepalived", "crictl", "runc", "containerd", "dockerd", "docker", "helm",
-        "kubeadm", "kubelet", "etcd", "chronyc", "swapon", "ldd", "file", "hostnamectl", "getconf", "locale",
+        "crictl", "docker", "helm", "kubeadm", "chronyc", "swapon", "ldd", "file", "hostnamectl", "getconf", "locale",
         "systemd-detect-virt", "stat", "sha512sum", "cksum", "nslookup", "ping", "timedatectl", "lscpu",
         # shell built-ins that change nothing outside the shell itself ("." only ever appears in literal
         # templates, reading files such as /etc/os-release)
@@ -279,6 +278,20 @@ _READ_PROGRAMS.update({
     "nft": frozenset({"list", "-a", "-j"}),
     "iptables": frozenset({"-S", "-L", "-C", "--version"}),
 })
+# Daemons: read-only only with an argument that makes them report and exit (their version, a check of a config);
+# any other arguments, or none, start the daemon, which writes (etcd its data dir, haproxy its pid file, ...).
+_REPORT_ONLY: dict[str, frozenset[str]] = {
+    "etcd": frozenset({"--version"}),
+    "kubelet": frozenset({"--version"}),
+    "containerd": frozenset({"--version", "-v"}),
+    "dockerd": frozenset({"--version", "-v"}),
+    "crio": frozenset({"--version", "version"}),
+    "cri-dockerd": frozenset({"--version"}),
+    "haproxy": frozenset({"-v", "-vv", "-c"}),
+    "keepalived": frozenset({"--version", "-v", "-t", "--config-test"}),
+}
+_READ_PROGRAMS.update({p: None for p in _REPORT_ONLY})
+_READ_PROGRAMS["runc"] = None  # its writing sub-commands are refused below
 # Sub-commands that write, refused even where the program's entry above allows the first word.
 _WRITING_ARGS = {
     "etcdctl": {"remove", "add", "promote", "update", "restore", "put", "del", "defrag", "disarm", "move-leader"},
@@ -291,6 +304,8 @@ _WRITING_ARGS = {
     "ctr": {"import", "rm", "remove", "pull", "push", "tag", "export"},
     "docker": {"rm", "run", "load", "pull", "push", "start", "stop", "kill", "exec"},
     "crictl": {"rm", "rmi", "pull", "runp", "stopp", "rmp", "exec", "create", "start", "stop"},
+    "runc": {"run", "exec", "create", "start", "delete", "kill", "pause", "resume", "update", "checkpoint",
+             "restore", "spec"},
     "kubeadm": {"init", "join", "reset", "upgrade", "certs", "kubeconfig", "token"},
     "kubectl": {"set-context", "use-context", "set-cluster", "set-credentials", "delete-context"},
     "helm": {"install", "upgrade", "uninstall", "delete", "rollback", "repo"},
@@ -460,6 +475,10 @@ def _verify_arguments(program: str, args: list[str]) -> None:
     if program == "rpm" and any(a.startswith(("-e", "-i", "-U", "-F", "--erase", "--install", "--upgrade",
                                              "--freshen", "--import", "--rebuilddb", "--set")) for a in args):
         raise UnsafeCommand("rpm may only query in a read-only command")
+    report = _REPORT_ONLY.get(program)
+    if report is not None and not any(a in report for a in args):
+        raise UnsafeCommand(f"'{program}' without one of {', '.join(sorted(report))} starts the daemon; "
+                            "it cannot be part of a read-only command")
     allowed = _READ_PROGRAMS[program]
     if allowed is not None:
         sub = _subcommand(program, args)
