@@ -114,7 +114,7 @@ def _cluster() -> Cluster:
 async def test_the_pool_waits_for_a_dead_host_once_per_run() -> None:
     _Dead.dials = 0
     pool = ConnectionPool(_cluster(), ConnectOptions(), factory=lambda host, opts: _Dead(host.name if host else "-"))
-    await pool.dial_all(["n1", "n2", "n3"])
+    await asyncio.wait(pool.dial_each(["n1", "n2", "n3"]).values())
     assert _Dead.dials == 3
     for _ in range(3):  # later tasks and steps ask again: answered from the first failure
         with pytest.raises(HostUnreachable, match="n2: cannot connect"):

@@ -98,12 +98,6 @@ class ConnectionPool:
         Errors are kept for the step that needs the host to report."""
         return {n: asyncio.ensure_future(self._dial_quietly(n)) for n in dict.fromkeys(names) if n not in self._conns}
 
-    async def dial_all(self, names: list[str]) -> None:
-        """``dial_each``, waiting for every dial to end."""
-        tasks = self.dial_each(names)
-        if tasks:
-            await asyncio.wait(tasks.values())
-
     async def _dial_quietly(self, name: str) -> None:
         # Any failure (a refused dial, a missing key) is raised again to the step that asks for the host, which
         # reports it as that host's failure; here it must not surface as an unretrieved task exception.

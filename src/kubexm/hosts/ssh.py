@@ -319,7 +319,7 @@ class SSHConnection(Connection):
         except _TRANSPORT_ERRORS as exc:
             await self._drop()
             raise self._lost(exc, "running a command") from None
-        _, err = self._split_pid(_bytes(done.stderr))
+        _, err = self._stderr_of(_bytes(done.stderr))
         if done.exit_status is None and done.exit_signal is None:
             # The channel closed without the command reporting how it ended: the host or its sshd went away.
             await self._drop()
@@ -338,8 +338,8 @@ class SSHConnection(Connection):
             )
         return status, _bytes(done.stdout), err
 
-    def _split_pid(self, stderr: bytes) -> tuple[int | None, bytes]:
-        """``_split_pid`` of a finished command; a login shell it reports is learned for the link."""
+    def _stderr_of(self, stderr: bytes) -> tuple[int | None, bytes]:
+        """The pid line split off a finished command's stderr; a login shell it reports is learned for the link."""
         pid, rest, shell = _split_pid(stderr)
         if shell is not None and self._posix_login is None:
             self._posix_login = posixpath.basename(shell) in POSIX_SHELLS
@@ -399,7 +399,7 @@ class SSHConnection(Connection):
             await self._drop()
             raise self._lost(exc, "streaming a file to a command") from None
         status = done.exit_status if done.exit_status is not None else 255
-        _, err = self._split_pid(_bytes(done.stderr))
+        _, err = self._stderr_of(_bytes(done.stderr))
         return CommandResult(command, status, _bytes(done.stdout).decode(errors="replace"), err.decode(errors="replace"))
 
     # -- files ----------------------------------------------------------------------------
